@@ -1,0 +1,5 @@
+import sys
+
+from steelscan.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The `steelscan` command. Each subcommand lives in its own module and is registered here."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="steelscan",
+    help="Steel strip surface defects: data, training, inspection and grading.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Imported here so that `steelscan --help` stays cheap for modules that import torch lazily.
+    from steelscan.cli import stats, synth
+
+    app.command("stats")(stats.command)
+    app.command("synth")(synth.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: expected errors become one line on stderr and exit code 2, never a traceback."""
+    _register()
+    try:
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        typer.echo(f"steelscan: error: {exc}", err=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
