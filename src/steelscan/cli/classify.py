@@ -1,0 +1,52 @@
+"""`steelscan classify IMAGES_OR_DIR --model M`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from steelscan.cli._common import setup_logging
+
+
+def command(
+    inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images"),
+    model: str = typer.Option("neu-cls", "--model", "-m", help="Run folder, checkpoint file or built-in name"),
+    csv_out: Path = typer.Option(None, "--csv", help="Write path,class,probability rows here"),
+    json_out: Path = typer.Option(None, "--json", help="Write the predictions as JSON here"),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was evaluated)"),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+) -> None:
+    """Classify images: prints a class and a probability per image.
+
+    Unreadable files and images of the wrong size are skipped with a logged warning; the rest are classified.
+    """
+    from steelscan.predict import classify_batch, collect_images, read_images
+    from steelscan.runs import load_checkpoint
+
+    setup_logging()
+    net, meta = load_checkpoint(model)
+    if meta.get("task") != "classification":
+        raise ValueError(f"classify needs a classification model, got a {meta.get('task')} model from {model}")
+    paths, images, skipped = read_images(collect_images(inputs), shape=None)
+    probs = classify_batch(net, meta, images, batch_size, tta)
+    names = meta["class_names"]
+    rows = [{"path": str(p), "class": names[int(pr.argmax())], "probability": float(pr.max())} for p, pr in zip(paths, probs)]
+    table = Table("image", "class", "probability")
+    for r in rows:
+        table.add_row(Path(r["path"]).name, r["class"], f"{r['probability']:.4f}")
+    Console().print(table)
+    if skipped:
+        Console(stderr=True).print(f"[yellow]skipped {len(skipped)} file(s)[/]: " + "; ".join(f"{p.name} ({why})" for p, why in skipped))
+    if csv_out:
+        with open(csv_out, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["path", "class", "probability"])
+            w.writeheader()
+            w.writerows(rows)
+    if json_out:
+        Path(json_out).write_text(json.dumps({"model": str(model), "predictions": rows,
+                                              "skipped": [{"path": str(p), "reason": why} for p, why in skipped]}, indent=2))

@@ -1,0 +1,172 @@
+"""Recipes: YAML -> `--set key=value` overrides -> a validated, frozen pydantic config.
+
+Every section forbids unknown keys; a typo is reported with the closest valid key. The resolved config is
+saved in the run folder, so a run can always be repeated from its own folder.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from steelscan.errors import SteelscanError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    format: Literal["neu-cls", "neu-det", "severstal"] = "neu-cls"
+    root: str = "../shared/data/neu-cls"
+    # NEU split by image number, so that NEU-CLS and NEU-DET split alike. Numbers divisible by 5 are held
+    # out elsewhere; of the rest, numbers with `n % 5 in val_remainders` form our validation split.
+    val_remainders: tuple[int, ...] = (4,)
+    image_size: int = 200
+    # Binary defect / no-defect mode (the 2-stage gate): label 1 = defect.
+    binary: bool = False
+    # Imbalance experiments: keep only this many training images of a class, e.g. {"crazing": 30}.
+    limit_per_class: dict[str, int] = Field(default_factory=dict)
+    # Folder of extra images with labels (NEU-CLS layout), e.g. from `steelscan synth neu-cls`.
+    extra_root: str | None = None
+
+
+class ModelConfig(_Section):
+    name: str = "mobilenetv3_small"
+    pretrained: bool = False
+    in_chans: int = 1
+    dcn: bool = False
+    drop_rate: float = 0.0
+
+
+class AugmentConfig(_Section):
+    hflip: bool = True
+    vflip: bool = True
+    brightness_contrast: float = 0.2  # limit for RandomBrightnessContrast; 0 switches it off
+    random_resized_crop: tuple[float, float] | None = (0.7, 1.0)  # scale range; null switches it off
+    cutout: float = 0.0  # probability of a random CoarseDropout
+    improved_cutout: float = 0.0  # probability of blanking a labelled defect box (needs neu-det boxes)
+    det_root: str = "../shared/data/neu-det"
+
+
+class LossConfig(_Section):
+    name: Literal["ce", "weighted_ce", "softmax_focal"] = "ce"
+    gamma: float = 2.0
+    label_smoothing: float = 0.0
+
+
+class ImbalanceConfig(_Section):
+    sampler: Literal["none", "balanced"] = "none"
+    # Minor-class oversampling with augmentation: repeat a class's images until it has this many.
+    oversample_to: dict[str, int] = Field(default_factory=dict)
+
+
+class OptimConfig(_Section):
+    name: Literal["adamw", "sgd", "radam"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: float = 0.0
+
+
+class TrainConfig(_Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    num_workers: int = Field(0, ge=0)
+    max_steps: int | None = None  # stop early (smoke tests)
+    amp: bool = True  # used on CUDA only
+    tta: bool = False
+    threads: int | None = None
+
+
+class RunConfig(_Section):
+    task: Literal["classification"] = "classification"
+    name: str = "run"
+    seed: int = 0
+    device: Literal["cpu", "cuda"] = "cpu"
+    out_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    augment: AugmentConfig = AugmentConfig()
+    loss: LossConfig = LossConfig()
+    imbalance: ImbalanceConfig = ImbalanceConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+
+
+def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _format_error(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        key = ".".join(str(p) for p in loc)
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(str(loc[-1]), _valid_keys(RunConfig, loc), n=1)
+            hint = f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)" if close else ""
+            problems.append(f"unknown key '{key}'{hint}")
+        else:
+            problems.append(f"'{key}': {err['msg']} (got {err.get('input')!r})")
+    return f"invalid config {source}: " + "; ".join(problems)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SteelscanError(f"--set {dotted}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """Parse `key.sub=value` strings; values are YAML scalars/lists (safe_load, never eval)."""
+    out = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SteelscanError(f"--set expects key=value, got {item!r}")
+        out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML recipe, apply `--set` overrides, validate. Errors name the file and the key."""
+    tree: dict = {}
+    source = "(defaults)"
+    if path is not None:
+        path = Path(path)
+        source = str(path)
+        if not path.is_file():
+            raise SteelscanError(f"config file not found: {path}")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SteelscanError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(tree, dict):
+            raise SteelscanError(f"config {path} must be a mapping of sections, got {type(tree).__name__}")
+    for key, value in parse_overrides(list(overrides)):
+        _set_dotted(tree, key, value)
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise SteelscanError(_format_error(exc, source)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

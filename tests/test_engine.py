@@ -1,0 +1,99 @@
+"""The training engine: config validation, augmentation, improved cutout, TTA, imbalance tools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from steelscan.config import load_config
+from steelscan.data.classification import balanced_sampler, class_weights, neu_split, oversample
+from steelscan.data.neu import NeuClsItem
+from steelscan.data.transforms import improved_cutout
+from steelscan.evaluate import predict_logits
+
+
+def test_unknown_key_suggests_the_closest_valid_key(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ValueError, match=r"unknown key 'train.epoch' \(did you mean 'train.epochs'\?\)"):
+        load_config(cfg)
+    with pytest.raises(ValueError, match=r"unknown key 'modle' \(did you mean 'model'\?\)"):
+        load_config(None, ["modle.name=resnet18"])
+
+
+def test_overrides_are_yaml_values_and_types_are_checked():
+    cfg = load_config(None, ["train.epochs=7", "data.val_remainders=[1, 2]", "model.dcn=true"])
+    assert cfg.train.epochs == 7 and cfg.data.val_remainders == (1, 2) and cfg.model.dcn is True
+    with pytest.raises(ValueError, match="'train.epochs'"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ValueError, match="expects key=value"):
+        load_config(None, ["train.epochs"])
+
+
+def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ValueError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ValueError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_split_by_number_never_uses_heldout_numbers():
+    assert neu_split(5) == "heldout" and neu_split(100) == "heldout"
+    assert neu_split(4) == "val" and neu_split(9) == "val"
+    assert {neu_split(n) for n in (1, 2, 3, 6, 7, 8)} == {"train"}
+
+
+def test_improved_cutout_blanks_a_real_box_and_reports_boxes_left():
+    rng = np.random.default_rng(0)
+    image = (np.arange(40 * 40).reshape(40, 40) % 251).astype(np.uint8)
+    boxes = np.array([[5, 5, 15, 15]], dtype=np.float32)
+    out, left = improved_cutout(image, boxes, rng)
+    assert left == 0
+    patch = out[5:15, 5:15]
+    assert (patch == patch[0, 0]).all() and not (image[5:15, 5:15] == patch[0, 0]).all()
+    assert np.array_equal(out[20:, 20:], image[20:, 20:])  # outside the box untouched
+    # keep_one protects the last box of a multi-class sample
+    same, left = improved_cutout(image, boxes, rng, keep_one=True)
+    assert left == 1 and np.array_equal(same, image)
+
+
+def test_improved_cutout_flips_binary_label(tmp_path):
+    import cv2
+
+    from steelscan.data.classification import ClassificationSet
+
+    path = tmp_path / "Cr_1.bmp"
+    cv2.imwrite(str(path), np.full((200, 200), 120, np.uint8))
+    item = NeuClsItem(path, 0, "crazing", 1)
+    ds = ClassificationSet([item], size=64, mean=0.5, std=0.5, binary=True,
+                           boxes={("crazing", 1): np.array([[10, 10, 50, 50]], np.float32)}, improved_cutout_p=1.0)
+    _, label = ds[0]
+    assert label == 0
+    ds.cutout_p = 0.0
+    assert ds[0][1] == 1
+
+
+def test_tta_is_the_mean_of_none_hflip_vflip():
+    class Probe(torch.nn.Module):
+        def forward(self, x):  # a non-symmetric function of the image
+            return x[:, :, 0, :3].flatten(1)
+
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    expected = (Probe()(x) + Probe()(x.flip(-1)) + Probe()(x.flip(-2))) / 3
+    assert torch.allclose(predict_logits(Probe(), x, tta=True), expected)
+    assert torch.allclose(predict_logits(Probe(), x, tta=False), Probe()(x))
+
+
+def test_imbalance_tools():
+    labels = [0] * 90 + [1] * 10
+    w = class_weights(labels, 2)
+    assert w[1] / w[0] == pytest.approx(9.0)
+    drawn = torch.tensor(list(balanced_sampler(labels, seed=0)))
+    minority_share = (drawn >= 90).float().mean().item()
+    assert 0.35 < minority_share < 0.65  # about half, not 10%
+    items = [NeuClsItem(None, 0, "crazing", n) for n in (1, 2, 3)] + [NeuClsItem(None, 1, "inclusion", 1)]
+    out = oversample(items, {"crazing": 8})
+    assert sum(it.class_name == "crazing" for it in out) == 8 and len(out) == 9
