@@ -142,7 +142,7 @@ def build_datasets(cfg: RunConfig, mean: float, std: float) -> tuple[Classificat
     boxes = load_det_boxes(cfg.augment.det_root) if cfg.augment.improved_cutout > 0 else None
     size = cfg.data.image_size
     train = ClassificationSet(
-        train_items, size, mean, std, binary=cfg.data.binary, augment=train_transform(cfg.augment, size),
+        train_items, size, mean, std, binary=cfg.data.binary, augment=train_transform(cfg.augment, size, cfg.seed),
         boxes=boxes, improved_cutout_p=cfg.augment.improved_cutout, seed=cfg.seed,
     )
     val = ClassificationSet(split.val, size, mean, std, binary=cfg.data.binary)

@@ -13,8 +13,11 @@ import torch
 from steelscan.config import AugmentConfig
 
 
-def train_transform(cfg: AugmentConfig, size: int) -> A.Compose:
-    """Training augmentation from a config section. Every transform is switched by its own config value."""
+def train_transform(cfg: AugmentConfig, size: int, seed: int = 0) -> A.Compose:
+    """Training augmentation from a config section. Every transform is switched by its own config value.
+
+    albumentations draws from its own generator, not numpy's global one: the seed makes runs repeatable.
+    """
     ops: list = []
     if cfg.random_resized_crop is not None:
         ops.append(A.RandomResizedCrop(size=(size, size), scale=tuple(cfg.random_resized_crop), ratio=(0.8, 1.25)))
@@ -29,7 +32,7 @@ def train_transform(cfg: AugmentConfig, size: int) -> A.Compose:
         ops.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
     if cfg.cutout > 0:
         ops.append(A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), fill="random_uniform", p=cfg.cutout))
-    return A.Compose(ops)
+    return A.Compose(ops, seed=seed)
 
 
 def eval_transform(size: int) -> A.Compose:
