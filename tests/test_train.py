@@ -141,3 +141,23 @@ def test_a_few_steps_on_real_neu_cls(tmp_path):
     assert len(split["train"]) == 1080 and len(split["val"]) == 360
     assert json.loads((run / "metrics.json").read_text())["n_images"] == 360
     assert torch.isfinite(torch.tensor(json.loads((run / "metrics.json").read_text())["history"][0]["train_loss"]))
+
+
+def test_imbalance_experiment_compares_variants(tmp_path, synth_neu, capsys):
+    cls, _ = synth_neu
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"base:\n  model: {{name: mobilenetv3_small}}\n  data: {{root: {cls}, image_size: 48, limit_per_class: {{crazing: 2}}}}\n"
+        f"  train: {{epochs: 1, batch_size: 8, max_steps: 2}}\n"
+        f"variants:\n  plain: []\n  weighted: ['loss.name=weighted_ce']\n")
+    assert main(["experiment", "imbalance", str(exp), "--out", str(tmp_path / "out")]) == 0
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [r["variant"] for r in res["rows"]] == ["plain", "weighted"]
+    assert res["limit_per_class"] == {"crazing": 2} and "crazing" in res["rows"][0]["recall"]
+    assert (tmp_path / "out" / "recall.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "plain" in printed and "weighted" in printed and "recall" in printed
+    # A bad variant is refused before anything trains.
+    exp.write_text(exp.read_text() + "  broken: ['loss.nam=ce']\n")
+    assert main(["experiment", "imbalance", str(exp), "--out", str(tmp_path / "out2")]) == 2
+    assert "did you mean 'loss.name'" in capsys.readouterr().err and not (tmp_path / "out2").exists()

@@ -6,6 +6,7 @@ saved in the run folder, so a run can always be repeated from its own folder.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -160,6 +161,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
             raise SteelscanError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
         if not isinstance(tree, dict):
             raise SteelscanError(f"config {path} must be a mapping of sections, got {type(tree).__name__}")
+    return config_from_dict(tree, overrides, source)
+
+
+def config_from_dict(tree: dict, overrides: list[str] = (), source: str = "(dict)") -> RunConfig:
+    """Validate a config tree (e.g. the `base` of an experiment file) after applying `--set` overrides."""
+    tree = copy.deepcopy(tree)
     for key, value in parse_overrides(list(overrides)):
         _set_dotted(tree, key, value)
     try:

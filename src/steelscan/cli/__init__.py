@@ -28,6 +28,9 @@ def _register() -> None:
     from steelscan.cli.benchmark import benchmark_app
 
     app.add_typer(benchmark_app, name="benchmark")
+    from steelscan.cli.experiment import experiment_app
+
+    app.add_typer(experiment_app, name="experiment")
 
 
 def main(argv: list[str] | None = None) -> int:
