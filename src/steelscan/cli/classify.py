@@ -29,10 +29,11 @@ def command(
     from steelscan.runs import load_checkpoint
 
     setup_logging()
+    files = collect_images(inputs)  # cheap checks first: a typo in a path should not wait for a model
     net, meta = load_checkpoint(model)
     if meta.get("task") != "classification":
         raise ValueError(f"classify needs a classification model, got a {meta.get('task')} model from {model}")
-    paths, images, skipped = read_images(collect_images(inputs), shape=None)
+    paths, images, skipped = read_images(files, shape=None)
     probs = classify_batch(net, meta, images, batch_size, tta)
     names = meta["class_names"]
     rows = [{"path": str(p), "class": names[int(pr.argmax())], "probability": float(pr.max())} for p, pr in zip(paths, probs)]

@@ -19,11 +19,13 @@ def command(
     json_out: Path = typer.Option(None, "--json", help="Write the metrics JSON here"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was trained)"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    split: str = typer.Option("all", "--split", help="all, or only our NEU split by image number: train or val"),
 ) -> None:
     """Evaluate a model on a labelled data folder: accuracy, macro-F1, per-class numbers and ms/image."""
     import torch
 
     from steelscan.data.classes import NEU_CLASSES
+    from steelscan.data.classification import is_heldout, neu_split
     from steelscan.data.neu import list_neu_cls
     from steelscan.metrics import classification_metrics
     from steelscan.predict import classify_batch, read_images
@@ -33,23 +35,26 @@ def command(
     net, meta = load_checkpoint(model)
     if meta.get("task") != "classification":
         raise ValueError(f"evaluate supports classification models so far, got task {meta.get('task')!r}")
-    items = list_neu_cls(data)
+    if split not in ("all", "train", "val"):
+        raise ValueError(f"--split expects all, train or val, got {split!r}")
+    items = [it for it in list_neu_cls(data) if not is_heldout(it.number)]
+    if split != "all":
+        items = [it for it in items if neu_split(it.number) == split]
     paths, images, skipped = read_images([it.path for it in items], shape=None)
     by_path = {it.path: it for it in items}
     binary = bool(meta.get("binary"))
     y_true = [1 if binary else by_path[p].label for p in paths]
-    torch.set_num_threads(torch.get_num_threads())
     t0 = time.perf_counter()
     probs = classify_batch(net, meta, images, batch_size, tta)
     ms = 1000 * (time.perf_counter() - t0) / max(len(images), 1)
     names = meta["class_names"] if binary else list(NEU_CLASSES)
     m = classification_metrics(y_true, probs.argmax(1), class_names=names)
-    out = {"task": "classification", "model": str(model), "data": str(data), "accuracy": m["accuracy"],
+    out = {"task": "classification", "model": str(model), "data": str(data), "split": split, "accuracy": m["accuracy"],
            "macro_f1": m["macro_f1"], "per_class": m["per_class"], "n_images": m["n"],
            "ms_per_image": ms, "batch_size": batch_size, "threads": torch.get_num_threads(),
            "tta": bool(meta.get("tta")) if tta is None else tta, "confusion_matrix": m["confusion_matrix"],
            "skipped": [str(p) for p, _ in skipped]}
-    table = Table("class", "precision", "recall", "F1", "n", title=f"{model} on {data}")
+    table = Table("class", "precision", "recall", "F1", "n", title=f"{model} on {data} ({split})")
     for name, r in m["per_class"].items():
         table.add_row(name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
     con = Console()
