@@ -27,7 +27,7 @@ from steelscan.models.classical import (
     feature_names,
 )
 from steelscan.models.classical.features import lbp_uniform
-from conftest import shared_data
+from tests.conftest import shared_data
 
 RNG = np.random.default_rng(0)
 

@@ -41,7 +41,11 @@ def test_bad_yaml_and_missing_file_are_one_line_errors(tmp_path):
 
 
 def test_split_by_number_never_uses_heldout_numbers():
-    assert neu_split(5) == "heldout" and neu_split(100) == "heldout"
+    for n in (5, 100):
+        with pytest.raises(ValueError, match="held out for independent evaluation"):
+            neu_split(n)
+    with pytest.raises(ValueError, match="expected a NEU image number"):
+        neu_split(0)
     assert neu_split(4) == "val" and neu_split(9) == "val"
     assert {neu_split(n) for n in (1, 2, 3, 6, 7, 8)} == {"train"}
 

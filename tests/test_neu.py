@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_data
+from tests.conftest import shared_data
 from steelscan.data.neu import (
     NeuClsDataset,
     join_cls_det,

@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from conftest import shared_data
+from tests.conftest import shared_data
 from steelscan.data.rle import rle_decode, rle_encode
 
 

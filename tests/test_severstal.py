@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_data
+from tests.conftest import shared_data
 from steelscan.data.rle import rle_decode, rle_encode
 from steelscan.data.severstal import (
     SeverstalDataset,

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import shared_data
+from tests.conftest import shared_data
 from steelscan.cli import main
 from steelscan.data.classes import SEVERSTAL_SHAPE
 from steelscan.data.rle import rle_encode

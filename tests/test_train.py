@@ -88,6 +88,8 @@ def test_cli_train_evaluate_classify(tmp_path, synth_neu, capsys):
     for key in ("task", "accuracy", "macro_f1", "per_class", "n_images", "ms_per_image"):
         assert key in res
     assert res["task"] == "classification" and res["n_images"] == 48 and res["ms_per_image"] > 0
+    assert main(["evaluate", str(run), "--data", str(cls), "--split", "val", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["n_images"] == 6  # numbers 1..8 per class: only No. 4 is validation
 
     # Bad files are skipped and logged, never fatal; the good ones are classified.
     bad = tmp_path / "bad"

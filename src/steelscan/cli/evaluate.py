@@ -19,7 +19,7 @@ def command(
     json_out: Path = typer.Option(None, "--json", help="Write the metrics JSON here"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was trained)"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
-    split: str = typer.Option("all", "--split", help="all, or only our NEU split by image number: train or val"),
+    split: str = typer.Option("all", "--split", help="all images, or only our NEU split by image number: train or val"),
 ) -> None:
     """Evaluate a model on a labelled data folder: accuracy, macro-F1, per-class numbers and ms/image."""
     import torch
@@ -37,9 +37,9 @@ def command(
         raise ValueError(f"evaluate supports classification models so far, got task {meta.get('task')!r}")
     if split not in ("all", "train", "val"):
         raise ValueError(f"--split expects all, train or val, got {split!r}")
-    items = [it for it in list_neu_cls(data) if not is_heldout(it.number)]
-    if split != "all":
-        items = [it for it in items if neu_split(it.number) == split]
+    items = list_neu_cls(data)
+    if split != "all":  # "all" is every image, e.g. an independent test folder of any numbering
+        items = [it for it in items if not is_heldout(it.number) and neu_split(it.number) == split]
     paths, images, skipped = read_images([it.path for it in items], shape=None)
     by_path = {it.path: it for it in items}
     binary = bool(meta.get("binary"))

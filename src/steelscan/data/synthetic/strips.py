@@ -55,15 +55,15 @@ def draw_class_set(rng: np.random.Generator, class_sets: Mapping[tuple[int, ...]
 def _region_size(cls: int, rng: np.random.Generator, strip_w: int) -> tuple[int, int]:
     """(height, width) of one defect region; heights above 256 run off the image's top and bottom."""
     if cls == 1:
-        h, w = rng.uniform(28, 125), rng.uniform(24, 92)
+        h, w = rng.uniform(26, 118), rng.uniform(22, 88)
     elif cls == 2:
         h, w = (rng.uniform(60, 256) if rng.random() < 0.3 else 300.0), rng.uniform(10, 26)
     elif cls == 3:
         h = 320.0 if rng.random() < 0.55 else rng.uniform(40, 256)
-        w = np.clip(rng.lognormal(np.log(56), 1.25), 10, 900)
+        w = np.clip(rng.lognormal(np.log(52), 1.25), 10, 900)
     else:
         h = rng.uniform(120, 320)
-        w = np.clip(rng.lognormal(np.log(300), 0.6), 80, 1000)
+        w = np.clip(rng.lognormal(np.log(250), 0.6), 80, 1000)
     return int(h), int(min(w, strip_w))
 
 

@@ -105,7 +105,8 @@ def parallel_map(fn: Callable, items: Iterable, n: int, workers: int | None, pro
                 progress(1)
             yield result
         return
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    # Not "fork": a child forked after OpenCV ran its thread pool in the parent can hang in cv2 calls.
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers, initializer=_init_worker) as pool:
         for result in pool.imap(fn, items, chunksize=4):
             if progress:
