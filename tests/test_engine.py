@@ -101,3 +101,49 @@ def test_imbalance_tools():
     items = [NeuClsItem(None, 0, "crazing", n) for n in (1, 2, 3)] + [NeuClsItem(None, 1, "inclusion", 1)]
     out = oversample(items, {"crazing": 8})
     assert sum(it.class_name == "crazing" for it in out) == 8 and len(out) == 9
+
+
+def test_train_transform_switches(tmp_path):
+    from steelscan.config import AugmentConfig
+    from steelscan.data.transforms import train_transform
+
+    full = train_transform(AugmentConfig(cutout=1.0, brightness_contrast=0.3), size=64, seed=0)
+    names = [type(t).__name__ for t in full.transforms]
+    assert names == ["RandomResizedCrop", "HorizontalFlip", "VerticalFlip", "RandomBrightnessContrast", "CoarseDropout"]
+    bare = train_transform(AugmentConfig(hflip=False, vflip=False, brightness_contrast=0, random_resized_crop=None), 64)
+    assert [type(t).__name__ for t in bare.transforms] == ["Resize"]
+    image = np.random.default_rng(0).integers(0, 255, (200, 200), dtype=np.uint8)
+    assert full(image=image)["image"].shape == (64, 64)
+    # Seeded: the same seed gives the same augmented image.
+    a = train_transform(AugmentConfig(), 64, seed=5)(image=image)["image"]
+    b = train_transform(AugmentConfig(), 64, seed=5)(image=image)["image"]
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", ["truncated", "wrong_size", "unknown_prefix"])
+def test_bad_training_data_is_a_one_line_error(tmp_path, bad, capsys):
+    import cv2
+
+    from steelscan.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, p in enumerate(("Cr", "In", "Pa", "PS", "RS", "Sc")):
+        cv2.imwrite(str(data / f"{p}_{i + 1}.bmp"), np.full((200, 200), 100, np.uint8))
+    if bad == "truncated":
+        (data / "Cr_1.bmp").write_bytes((data / "Cr_1.bmp").read_bytes()[:3000])
+    elif bad == "wrong_size":
+        cv2.imwrite(str(data / "Cr_1.bmp"), np.zeros((100, 120), np.uint8))
+    else:
+        cv2.imwrite(str(data / "Xx_1.bmp"), np.zeros((200, 200), np.uint8))
+    assert main(["train", str(tmp_path / "none.yaml")]) == 2  # warm-up: missing config
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{root: {data}}}\nout_dir: {tmp_path / 'runs'}\n")
+    capsys.readouterr()
+    assert main(["train", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    err = err.splitlines()[-1]  # after any logged warnings, one error line
+    assert err.startswith("steelscan: error:")
+    assert ("Cr_1.bmp" in err) if bad != "unknown_prefix" else ("Xx_1.bmp" in err and "unknown" in err)
+    assert not (tmp_path / "runs").exists()  # nothing half-written

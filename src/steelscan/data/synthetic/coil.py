@@ -220,7 +220,8 @@ def coil_truth(spec: CoilSpec) -> dict:
         x0, y0 = s.x0 + int(xs[0]), s.y0 + int(ys[0])
         x1, y1 = s.x0 + int(xs[-1]) + 1, s.y0 + int(ys[-1]) + 1
         frames = []
-        for k in range(max(0, -(-(y0 - spec.frame_height + 1) // spec.step)), min(spec.n_frames, (y1 - 1) // spec.step + 1)):
+        first = max(0, -(-(y0 - spec.frame_height + 1) // spec.step))  # ceil division: first frame reaching y0
+        for k in range(first, min(spec.n_frames, (y1 - 1) // spec.step + 1)):
             fy0 = k * spec.step
             a, b = max(y0, fy0), min(y1, fy0 + spec.frame_height)
             if a < b:

@@ -63,7 +63,7 @@ def _region_size(cls: int, rng: np.random.Generator, strip_w: int) -> tuple[int,
         w = np.clip(rng.lognormal(np.log(52), 1.25), 10, 900)
     else:
         h = rng.uniform(120, 320)
-        w = np.clip(rng.lognormal(np.log(250), 0.6), 80, 1000)
+        w = np.clip(rng.lognormal(np.log(230), 0.6), 80, 1000)
     return int(h), int(min(w, strip_w))
 
 
