@@ -50,10 +50,13 @@ def command(
 ) -> None:
     """Write synthetic steel strip data in exactly the real on-disk formats.
 
-    severstal: OUT/train_images/*.jpg (1600x256) + OUT/train.csv (Kaggle RLE), ~47% defect-free, class mix
-    of the real training set. neu-cls: OUT/Cr_1.bmp ... (200x200), balanced. neu-det: OUT/IMAGES/*.jpg +
-    OUT/ANNOTATIONS/*.xml (Pascal VOC). coil: OUT/frames/000000.png ... (1024 across x 512 along, 32 px
-    overlap), OUT/manifest.yaml and OUT/defects_truth.json, with a periodic roll mark.
+    severstal: OUT/train_images/*.jpg (1600x256) + OUT/train.csv (Kaggle RLE), real class mix, ~47% defect-free.
+
+    neu-cls: OUT/Cr_1.bmp ... (200x200 BMP), balanced over the six classes.
+
+    neu-det: OUT/IMAGES/crazing_1.jpg ... + OUT/ANNOTATIONS/crazing_1.xml ... (Pascal VOC).
+
+    coil: OUT/frames/000000.png ... (1024 across x 512 along, 32 px overlap) + manifest.yaml + defects_truth.json.
     """
     from steelscan.data.synthetic import write_coil, write_neu_cls, write_neu_det, write_severstal
 

@@ -57,9 +57,9 @@ def _lognormal(rng: np.random.Generator, p10: float, p50: float, p90: float) -> 
 
 def _box_size(name: str, rng: np.random.Generator) -> tuple[int, int]:
     """(height, width) of one defect's target box."""
-    if name == "scratches":  # thin and long, along either axis
-        long, thin = _lognormal(rng, 90, 170, 199), _lognormal(rng, 11, 17, 26)
-        h, w = (long, thin) if rng.random() < 0.5 else (thin, long)
+    if name == "scratches":  # thin and long: 72% along the rolling direction (y), the rest across
+        long, thin = _lognormal(rng, 75, 172, 199), _lognormal(rng, 12, 19, 34)
+        h, w = (long, thin) if rng.random() < 0.72 else (thin, long)
     elif name == "pitted_surface" and rng.random() < 0.5:
         h, w = rng.uniform(185, 200), _lognormal(rng, *BOX_SIZES[name][0])
     else:
@@ -222,7 +222,7 @@ def _draw_box(img: np.ndarray, name: str, rng: np.random.Generator) -> list[floa
     if bright is not None:
         patch += bright[sl]
     diff = np.abs(patch - before)
-    changed = diff > max(4.0, 0.2 * float(diff.max()))
+    changed = diff > max(4.0, 0.1 * float(diff.max()))
     ys, xs = np.nonzero(changed.any(1))[0], np.nonzero(changed.any(0))[0]
     if len(ys) == 0 or ys[-1] - ys[0] < 1 or xs[-1] - xs[0] < 1:
         return None  # too faint to count as a defect: leave it as texture

@@ -59,8 +59,10 @@ def _region_size(cls: int, rng: np.random.Generator, strip_w: int) -> tuple[int,
     elif cls == 2:
         h, w = (rng.uniform(60, 256) if rng.random() < 0.3 else 300.0), rng.uniform(10, 26)
     elif cls == 3:
-        h = 320.0 if rng.random() < 0.55 else rng.uniform(40, 256)
-        w = np.clip(rng.lognormal(np.log(52), 1.25), 10, 900)
+        w = np.clip(rng.lognormal(np.log(44), 1.25), 10, 900)
+        # Along the rolling direction: wide regions run the full image height, short ones stay narrow.
+        h = 320.0 if (rng.random() < 0.55 or w > 150) else rng.uniform(40, 256)
+        w = min(w, 1.5 * h)
     else:
         h = rng.uniform(120, 320)
         w = np.clip(rng.lognormal(np.log(230), 0.6), 80, 1000)

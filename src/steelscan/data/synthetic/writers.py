@@ -53,8 +53,9 @@ class SynthSummary:
     def line(self) -> str:
         classes = ", ".join(f"{k}: {v}" for k, v in self.per_class.items())
         more = "".join(f", {k} {v:.4g}" for k, v in self.extra.items())
-        return (f"{self.kind}: {self.n_images} images in {self.out} ({classes}; defect-free {self.defect_free}"
-                f"{more}) in {self.seconds:.1f} s")
+        unit = "frames" if self.kind == "coil" else "images"
+        return (f"{self.kind}: {self.n_images} {unit} in {self.out} ({classes}; defect-free {unit} "
+                f"{self.defect_free}{more}) in {self.seconds:.1f} s")
 
 
 def image_rng(seed: int, kind: str, *key: int) -> np.random.Generator:
