@@ -34,6 +34,10 @@ class DataConfig(_Section):
     limit_per_class: dict[str, int] = Field(default_factory=dict)
     # Folder of extra images with labels (NEU-CLS layout), e.g. from `steelscan synth neu-cls`.
     extra_root: str | None = None
+    # Detection: a folder of defect-free images, added with no boxes (split by a checksum of the name).
+    clean_root: str | None = None
+    # Detection: a NEU-DET annotation with no <object>: skip it (counted, logged), keep it as clean, or fail.
+    empty_annotations: Literal["skip", "clean", "error"] = "skip"
 
 
 class ModelConfig(_Section):
@@ -51,6 +55,7 @@ class AugmentConfig(_Section):
     random_resized_crop: tuple[float, float] | None = (0.7, 1.0)  # scale range; null switches it off
     cutout: float = 0.0  # probability of a random CoarseDropout
     improved_cutout: float = 0.0  # probability of blanking a labelled defect box (needs neu-det boxes)
+    defect_blackout: float = 0.0  # detection: probability of blanking every box of an image (it becomes clean)
     det_root: str = "../shared/data/neu-det"
 
 
@@ -86,8 +91,36 @@ class TrainConfig(_Section):
     threads: int | None = None
 
 
+class DetectorConfig(_Section):
+    """Faster R-CNN options (task: detection). The backbone is model.name (frcnn_*); DCN is model.dcn."""
+
+    spp: bool = False  # spatial pyramid pooling on the top backbone map
+    coordconv: bool = False  # coordinate channels before the first conv of the RPN head and the box head
+    # Short side after the model's own resize; a list = multi-scale training (evaluation uses the last).
+    # NEU images are 200 px: the defaults keep them 200 px, where torchvision's default makes them 800.
+    min_size: int | tuple[int, ...] = 200
+    max_size: int = 256
+    fpn_channels: int = Field(128, ge=8)
+    representation_size: int = Field(512, ge=8)
+    anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one per FPN level (strides 4..64), resized pixels
+    aspect_ratios: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0, 4.0)
+    rpn_pre_nms_top_n_train: int = Field(1000, ge=1)
+    rpn_post_nms_top_n_train: int = Field(500, ge=1)
+    rpn_pre_nms_top_n_test: int = Field(500, ge=1)
+    rpn_post_nms_top_n_test: int = Field(200, ge=1)
+    rpn_batch_size_per_image: int = Field(256, ge=1)
+    box_batch_size_per_image: int = Field(256, ge=1)
+    box_detections_per_img: int = Field(50, ge=1)
+    box_score_thresh: float = Field(0.05, ge=0.0, le=1.0)  # kept for mAP; low, so PR curves reach high recall
+    score_threshold: float = Field(0.3, ge=0.0, le=1.0)  # shown and drawn detections (checkpoint default)
+    frozen_stages: int = Field(0, ge=0, le=4)  # freeze the stem and the first N backbone stages
+    freeze_bn: bool = False  # frozen BatchNorm statistics (pretrained backbones on small CPU batches)
+    clip_grad_norm: float | None = 10.0  # early RPN losses spike on from-scratch backbones
+    n_samples: int = Field(8, ge=0)  # validation images drawn with their detections in samples.png
+
+
 class RunConfig(_Section):
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "detection"] = "classification"
     name: str = "run"
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
@@ -99,6 +132,7 @@ class RunConfig(_Section):
     imbalance: ImbalanceConfig = ImbalanceConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    detector: DetectorConfig = DetectorConfig()
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:

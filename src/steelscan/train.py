@@ -1,4 +1,5 @@
 """The training engine: `train_one_epoch` and `fit(cfg)`; single process or torchrun + DDP.
+Detection configs (task: detection) go on to `steelscan.train_detection.fit_detection`.
 
 `fit` writes a run folder: config.yaml (resolved), split.json, metrics.json, curves.png, confusion.png and
 model.pt (see `steelscan.runs`). Under torchrun only rank 0 logs and writes.
@@ -29,7 +30,7 @@ from steelscan.evaluate import evaluate
 from steelscan.losses import create_loss
 from steelscan.models.classifier import NORMALISE
 from steelscan.plots import plot_confusion, plot_curves
-from steelscan.registry import create_model, model_entry
+from steelscan.registry import create_model, list_models, model_entry
 from steelscan.runs import CHECKPOINT, new_run_dir, save_checkpoint, write_json
 
 log = logging.getLogger("steelscan.train")
@@ -133,7 +134,15 @@ def make_loss(cfg: RunConfig, train_labels: list[int], n_classes: int) -> nn.Mod
 
 
 def fit(cfg: RunConfig, progress: bool = True) -> Path | None:
-    """Train from a config; return the run folder (None on ranks other than 0)."""
+    """Train from a config; return the run folder (None on ranks other than 0). task detection -> `fit_detection`."""
+    entry = model_entry(cfg.model.name)
+    if entry.task != cfg.task:
+        raise SteelscanError(f"model.name {cfg.model.name!r} is a {entry.task} model but task is {cfg.task}; "
+                             f"expected one of {', '.join(list_models(task=cfg.task))}")
+    if cfg.task == "detection":
+        from steelscan.train_detection import fit_detection
+
+        return fit_detection(cfg, progress)
     rank, world, local_rank = _dist_info()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SteelscanError("device: cuda was requested but no CUDA device is available (use device: cpu)")

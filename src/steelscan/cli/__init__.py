@@ -17,13 +17,14 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `steelscan --help` stays cheap for modules that import torch lazily.
-    from steelscan.cli import classify, evaluate, models, stats, synth, train
+    from steelscan.cli import classify, detect, evaluate, models, stats, synth, train
 
     app.command("stats")(stats.command)
     app.command("synth")(synth.command)
     app.command("train")(train.command)
     app.command("evaluate")(evaluate.command)
     app.command("classify")(classify.command)
+    app.command("detect")(detect.command)
     app.command("models")(models.command)
     from steelscan.cli.benchmark import benchmark_app
 

@@ -1,4 +1,4 @@
-"""`steelscan evaluate MODEL --data PATH [--json OUT]`."""
+"""`steelscan evaluate MODEL --data PATH [--json OUT]`: classifiers on NEU-CLS, detectors on NEU-DET."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from steelscan.cli._common import setup_logging
 
 def command(
     model: str = typer.Argument(..., help="Run folder, checkpoint file or built-in name (e.g. neu-cls)"),
-    data: Path = typer.Option(..., "--data", help="Data folder (NEU-CLS layout for classifiers)"),
+    data: Path = typer.Option(..., "--data", help="Data folder (NEU-CLS layout for classifiers, NEU-DET for detectors)"),
     json_out: Path = typer.Option(None, "--json", help="Write the metrics JSON here"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was trained)"),
-    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Default 64 (classifiers), 8 (detectors)"),
     split: str = typer.Option("all", "--split", help="all images, or only our NEU split by image number: train or val"),
 ) -> None:
-    """Evaluate a model on a labelled data folder: accuracy, macro-F1, per-class numbers and ms/image."""
+    """Evaluate a model on a labelled data folder: accuracy, macro-F1, per-class numbers and ms/image
+    (classifiers); mAP@0.5, mAP@[.5:.95], AP50 per class and ms/image (detectors)."""
     import torch
 
     from steelscan.data.classes import NEU_CLASSES
@@ -32,11 +33,14 @@ def command(
     from steelscan.runs import load_checkpoint
 
     setup_logging()
-    net, meta = load_checkpoint(model)
-    if meta.get("task") != "classification":
-        raise ValueError(f"evaluate supports classification models so far, got task {meta.get('task')!r}")
     if split not in ("all", "train", "val"):
         raise ValueError(f"--split expects all, train or val, got {split!r}")
+    net, meta = load_checkpoint(model)
+    if meta.get("task") == "detection":
+        return _detection(net, meta, model, data, split, batch_size or 8, json_out)
+    if meta.get("task") != "classification":
+        raise ValueError(f"evaluate supports classification and detection models, got task {meta.get('task')!r}")
+    batch_size = batch_size or 64
     items = list_neu_cls(data)
     if split != "all":  # "all" is every image, e.g. an independent test folder of any numbering
         items = [it for it in items if not is_heldout(it.number) and neu_split(it.number) == split]
@@ -61,5 +65,35 @@ def command(
     con.print(table)
     con.print(f"accuracy {100 * m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.4f}  n={m['n']}  {ms:.2f} ms/image "
               f"(batch {batch_size}, {torch.get_num_threads()} threads)")
+    if json_out:
+        Path(json_out).write_text(json.dumps(out, indent=2))
+
+
+def _detection(net, meta: dict, model: str, data: Path, split: str, batch_size: int, json_out: Path | None) -> None:
+    """A detector on a NEU-DET folder; an annotation with no <object> counts as a clean image here."""
+    from steelscan.data.classification import is_heldout, neu_split
+    from steelscan.data.neu import list_neu_det, load_neu_det_image
+    from steelscan.evaluate_detection import detection_summary, evaluate_detection_model
+
+    items = list_neu_det(data)
+    if split != "all":
+        items = [it for it in items if not is_heldout(it.number) and neu_split(it.number) == split]
+    if not items:
+        raise ValueError(f"no NEU-DET images in {data} for --split {split}")
+    names = list(meta["class_names"])
+    result = evaluate_detection_model(net, [load_neu_det_image(it) for it in items],
+                                      [{"boxes": it.boxes, "labels": it.labels} for it in items], names, batch_size)
+    out = {**detection_summary(result, names), "model": str(model), "data": str(data), "split": split}
+    table = Table("class", "AP50", "AP50:95", "boxes", title=f"{model} on {data} ({split})")
+    def fmt(v: float | None) -> str:  # None: no truth of that class
+        return "n/a" if v is None else f"{v:.4f}"
+
+    for name in names:
+        table.add_row(name, fmt(out["per_class_ap50"][name]), fmt(out["per_class_ap50_95"][name]),
+                      str(out["n_truth_per_class"][name]))
+    con = Console()
+    con.print(table)
+    con.print(f"mAP@0.5 {fmt(out['map50'])}  mAP@[.5:.95] {fmt(out['map50_95'])}  n={out['n_images']}  "
+              f"{out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)")
     if json_out:
         Path(json_out).write_text(json.dumps(out, indent=2))

@@ -12,6 +12,8 @@ NEU_CLASSES: tuple[str, ...] = (
 NEU_CLS_PREFIXES: tuple[str, ...] = ("Cr", "In", "Pa", "PS", "RS", "Sc")
 NEU_PREFIX_TO_CLASS: dict[str, str] = dict(zip(NEU_CLS_PREFIXES, NEU_CLASSES))
 NEU_IMAGE_SIZE: tuple[int, int] = (200, 200)  # (height, width)
+# Detectors (torchvision) reserve label 0 for background: a detector's label = NEU_CLASSES index + 1.
+DETECTION_LABEL_OFFSET = 1
 
 # Severstal (Kaggle 2019): ClassId 1..4; channel k of a mask is ClassId k+1.
 SEVERSTAL_CLASSES: tuple[str, ...] = ("1", "2", "3", "4")
