@@ -1,5 +1,7 @@
 # Two set-up commands for a fresh machine: `make demo` and `make test`.
 # Each creates .venv on first use and installs the project into it.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +13,8 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]'
+	@echo "installing steelscan into $(VENV) (first run only: torch comes from the local wheel store)"
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v "Location '.*' is ignored" || true; }
 	touch $(STAMP)
 
 install: $(STAMP)
