@@ -24,12 +24,17 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from steelscan.config import RunConfig, dump_config
 from steelscan.data.classes import NEU_CLASSES
-from steelscan.data.classification import balanced_sampler, build_datasets, class_weights
+from steelscan.data.classification import (
+    balanced_sampler,
+    build_datasets,
+    class_weights,
+)
 from steelscan.errors import SteelscanError
 from steelscan.evaluate import evaluate
 from steelscan.losses import create_loss
 from steelscan.models.classifier import NORMALISE
 from steelscan.plots import plot_confusion, plot_curves
+from steelscan.progress import Tracked
 from steelscan.registry import create_model, list_models, model_entry
 from steelscan.runs import CHECKPOINT, new_run_dir, save_checkpoint, write_json
 
@@ -207,7 +212,8 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         t0 = time.perf_counter()
-        train_loss = train_one_epoch(net, train_loader, optimizer, loss_fn, device, scheduler,
+        batches = Tracked(train_loader, f"epoch {epoch}/{cfg.train.epochs}", total=steps, enabled=progress)
+        train_loss = train_one_epoch(net, batches, optimizer, loss_fn, device, scheduler,
                                      cfg.train.grad_accum, scaler, cfg.train.max_steps)
         if rank != 0:
             continue

@@ -23,12 +23,22 @@ from torch.utils.data import DataLoader
 
 from steelscan.config import RunConfig, dump_config
 from steelscan.data.classes import NEU_CLASSES
-from steelscan.data.detection import DetectionSet, DetectionSplit, collate_detection, load_detection_split
-from steelscan.detection_plots import plot_detection_history, plot_pr_curves, save_detection_grid
+from steelscan.data.detection import (
+    DetectionSet,
+    DetectionSplit,
+    collate_detection,
+    load_detection_split,
+)
+from steelscan.detection_plots import (
+    plot_detection_history,
+    plot_pr_curves,
+    save_detection_grid,
+)
 from steelscan.errors import SteelscanError
 from steelscan.evaluate_detection import detection_summary, evaluate_detection_model
 from steelscan.metrics import to_jsonable
 from steelscan.models.detector import LABEL_OFFSET, detector_normalise
+from steelscan.progress import Tracked
 from steelscan.registry import create_model, list_models, model_entry
 from steelscan.runs import CHECKPOINT, new_run_dir, save_checkpoint, write_json
 
@@ -151,7 +161,8 @@ def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
     history, t_start = [], time.perf_counter()
     for epoch in range(1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
-        losses = train_one_epoch_detection(model, loader, optimizer, device, scheduler, cfg.train.grad_accum,
+        batches = Tracked(loader, f"epoch {epoch}/{cfg.train.epochs}", enabled=progress)
+        losses = train_one_epoch_detection(model, batches, optimizer, device, scheduler, cfg.train.grad_accum,
                                            cfg.train.max_steps, cfg.detector.clip_grad_norm, 50 if progress else 0)
         last = epoch == cfg.train.epochs  # the last evaluation is the final one, with COCO mAP too
         val = evaluate_detection_model(model, val_images, val_truths, class_names, batch, device, coco=last)
