@@ -34,7 +34,8 @@ class DataConfig(_Section):
     limit_per_class: dict[str, int] = Field(default_factory=dict)
     # Folder of extra images with labels (NEU-CLS layout), e.g. from `steelscan synth neu-cls`.
     extra_root: str | None = None
-    # Detection: a folder of defect-free images, added with no boxes (split by a checksum of the name).
+    # A folder of defect-free images (e.g. `steelscan synth neu-clean`), split by a checksum of the name:
+    # detection adds them with no boxes; the binary gate (data.binary) adds them as label 0 (clean).
     clean_root: str | None = None
     # Detection: a NEU-DET annotation with no <object>: skip it (counted, logged), keep it as clean, or fail.
     empty_annotations: Literal["skip", "clean", "error"] = "skip"
@@ -119,6 +120,15 @@ class DetectorConfig(_Section):
     n_samples: int = Field(8, ge=0)  # validation images drawn with their detections in samples.png
 
 
+class TwoStageConfig(_Section):
+    """The 2-stage pipeline of Wang 2021 (task: detection): a binary gate sends an image on to the detector only
+    when its P(defect) >= gate_threshold. Saved into the detector's checkpoint meta as the default of
+    `steelscan detect --gate` / `steelscan benchmark two-stage`; the command line overrides both."""
+
+    gate: str | None = None  # a binary classifier (run folder, .pt or built-in name); null = no gate
+    gate_threshold: float = Field(0.3, ge=0.0, le=1.0)  # the paper's 0.3: recall matters more than skips
+
+
 class RunConfig(_Section):
     task: Literal["classification", "detection"] = "classification"
     name: str = "run"
@@ -133,6 +143,7 @@ class RunConfig(_Section):
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     detector: DetectorConfig = DetectorConfig()
+    two_stage: TwoStageConfig = TwoStageConfig()
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:

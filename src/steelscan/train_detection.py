@@ -154,7 +154,8 @@ def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
     # image_size: the native size trained on (the model resizes by min_size/max_size itself).
     meta = {"task": "detection", "model": cfg.model.name, "model_kwargs": {**kwargs, "pretrained": False},
             "class_names": class_names, "label_offset": LABEL_OFFSET, "mean": mean, "std": std,
-            "image_size": int(max(train_set.samples[0].image.shape)), "score_threshold": cfg.detector.score_threshold}
+            "image_size": int(max(train_set.samples[0].image.shape)), "score_threshold": cfg.detector.score_threshold,
+            "two_stage": cfg.two_stage.model_dump()}  # the default gate of `detect` / `benchmark two-stage`
     val_images = [s.image for s in val_set.samples]
     val_truths = [s.truth for s in val_set.samples]
     batch = cfg.train.batch_size

@@ -24,3 +24,8 @@ def sdd_history(
     from steelscan.evaluation.sdd_history import run_sdd_history
 
     run_sdd_history(data=data, json_out=json_out, seed=seed)
+
+
+from steelscan.cli import two_stage  # noqa: E402 - it imports torch only when the command runs
+
+benchmark_app.command("two-stage")(two_stage.command)

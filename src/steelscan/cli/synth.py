@@ -1,4 +1,4 @@
-"""`steelscan synth {severstal,neu-cls,neu-det,coil} OUT --n N --seed S`: synthetic data in real formats."""
+"""`steelscan synth {severstal,neu-cls,neu-det,neu-clean,coil} OUT --n N --seed S`: synthetic data in real formats."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class SynthKind(str, Enum):
     severstal = "severstal"
     neu_cls = "neu-cls"
     neu_det = "neu-det"
+    neu_clean = "neu-clean"
     coil = "coil"
 
 
@@ -35,14 +36,15 @@ def _parse_classes(kind: SynthKind, text: str | None) -> list | None:
 
 
 def command(
-    kind: SynthKind = typer.Argument(..., help="What to write: severstal, neu-cls, neu-det or coil."),
+    kind: SynthKind = typer.Argument(..., help="What to write: severstal, neu-cls, neu-det, neu-clean or coil."),
     out: Path = typer.Argument(..., help="Output folder (created; must be new or empty unless --overwrite)."),
     n: int = typer.Option(100, "--n", help="Images to write (for coil: frames)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same bytes."),
     classes: str = typer.Option(
         None, "--classes",
         help="Only these classes. severstal: ClassIds, e.g. '2' (images from the real class combinations that "
-             "hold one); neu-cls/neu-det: names or prefixes, e.g. 'Cr,In' (n split evenly over them).",
+             "hold one); neu-cls/neu-det: names or prefixes, e.g. 'Cr,In' (n split evenly over them); "
+             "neu-clean: the NEU classes whose background styles to use.",
     ),
     first_number: int = typer.Option(1, "--first-number", help="NEU: first image number per class."),
     workers: int = typer.Option(None, "--workers", help="Worker processes (default: up to 2)."),
@@ -56,9 +58,11 @@ def command(
 
     neu-det: OUT/IMAGES/crazing_1.jpg ... + OUT/ANNOTATIONS/crazing_1.xml ... (Pascal VOC).
 
+    neu-clean: OUT/clean_1.bmp ... (200x200 BMP), defect-free NEU-like texture (the 2-stage gate's negatives).
+
     coil: OUT/frames/000000.png ... (1024 across x 512 along, 32 px overlap) + manifest.yaml + defects_truth.json.
     """
-    from steelscan.data.synthetic import write_coil, write_neu_cls, write_neu_det, write_severstal
+    from steelscan.data.synthetic import write_coil, write_neu_clean, write_neu_cls, write_neu_det, write_severstal
 
     if n <= 0:
         raise SteelscanError(f"--n must be a positive integer, got {n}")
@@ -78,6 +82,8 @@ def command(
             summary = write_neu_cls(out, n, seed, classes=chosen, first_number=first_number, **common)
         elif kind is SynthKind.neu_det:
             summary = write_neu_det(out, n, seed, classes=chosen, first_number=first_number, **common)
+        elif kind is SynthKind.neu_clean:
+            summary = write_neu_clean(out, n, seed, styles=chosen, first_number=first_number, **common)
         else:
             summary = write_coil(out, n, seed, **common)
     typer.echo(summary.line())

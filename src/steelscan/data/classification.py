@@ -97,7 +97,8 @@ class ClassificationSet(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image, label = self.images[i], self.labels[i]
-        boxes = self.boxes.get(self.items[i].key)
+        item = self.items[i]
+        boxes = self.boxes.get(item.key) if item is not None else None
         if boxes is not None and self.cutout_p > 0 and self.rng.random() < self.cutout_p:
             # Multi-class labels must stay true, so the last box survives; the gate learns "clean" from it.
             image, left = improved_cutout(image, boxes, self.rng, keep_one=not self.binary)
@@ -105,6 +106,14 @@ class ClassificationSet(Dataset):
                 label = 0
         image = self.transform(image=image)["image"]
         return to_tensor(image, self.mean, self.std), label
+
+    def add_clean(self, images: list[np.ndarray]) -> None:
+        """Defect-free images (binary gate mode): label 0, no item, no boxes."""
+        if not self.binary:
+            raise SteelscanError("clean images need binary mode (data.binary: true): the NEU classes have no 'clean'")
+        self.images += images
+        self.labels += [0] * len(images)
+        self.items += [None] * len(images)
 
 
 def oversample(items: list[NeuClsItem], targets: dict[str, int]) -> list[NeuClsItem]:
@@ -146,4 +155,22 @@ def build_datasets(cfg: RunConfig, mean: float, std: float) -> tuple[Classificat
         boxes=boxes, improved_cutout_p=cfg.augment.improved_cutout, seed=cfg.seed,
     )
     val = ClassificationSet(split.val, size, mean, std, binary=cfg.data.binary)
+    if cfg.data.clean_root is not None:
+        _add_clean(cfg, train, val, split)
     return train, val, split
+
+
+def _add_clean(cfg: RunConfig, train: ClassificationSet, val: ClassificationSet, split: Split) -> None:
+    """data.clean_root in gate mode: the clean class, split as detection splits it (crc32 of the name), so a
+    gate and a detector trained on the same folders never see each other's validation images."""
+    from steelscan.data.detection import _clean_split, load_clean_images  # detection imports this module
+
+    if not cfg.data.binary:
+        log.warning("data.clean_root is ignored: clean images are used by detection and the binary gate only")
+        return
+    sides: dict[str, list] = {"train": [], "val": []}
+    for s in load_clean_images(cfg.data.clean_root):
+        sides[_clean_split(s.name, cfg.data.val_remainders)].append(s)
+    train.add_clean([s.image for s in sides["train"]])
+    val.add_clean([s.image for s in sides["val"]])
+    split.record["clean_images"] = {k: sorted(s.name for s in v) for k, v in sides.items()}

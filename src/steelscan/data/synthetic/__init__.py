@@ -1,4 +1,5 @@
-"""Synthetic steel strip data in the real on-disk formats: Severstal, NEU-CLS, NEU-DET, and a coil of frames.
+"""Synthetic steel strip data in the real on-disk formats: Severstal, NEU-CLS, NEU-DET, defect-free NEU-like
+images, and a coil of frames.
 
 Images are procedural rolled-steel textures (streaks along the rolling direction, scale, lighting,
 grain) with drawn defects whose masks and boxes are exactly the drawn regions. Everything is a function of
@@ -7,6 +8,7 @@ a seed: the same seed writes the same bytes. See `writers` (formats), `coil` (co
 """
 
 from steelscan.data.synthetic.coil import CoilSpec, coil_truth, render_frame, write_coil
+from steelscan.data.synthetic.neu_clean import neu_clean_image, write_neu_clean
 from steelscan.data.synthetic.neu_images import make_neu_image
 from steelscan.data.synthetic.strips import SEVERSTAL_CLASS_SETS, make_severstal_image
 from steelscan.data.synthetic.writers import (
@@ -30,6 +32,7 @@ __all__ = [
     "image_rng",
     "make_neu_image",
     "make_severstal_image",
+    "neu_clean_image",
     "neu_counts",
     "neu_image",
     "render_frame",
@@ -38,6 +41,7 @@ __all__ = [
     "voc_xml",
     "write_coil",
     "write_neu_cls",
+    "write_neu_clean",
     "write_neu_det",
     "write_severstal",
 ]

@@ -33,7 +33,7 @@ from steelscan.data.synthetic.neu_images import make_neu_image
 from steelscan.data.synthetic.strips import class_sets_for, make_severstal_image
 from steelscan.errors import SteelscanError
 
-KIND_CODES = {"severstal": 1, "neu": 2, "coil": 3}
+KIND_CODES = {"severstal": 1, "neu": 2, "coil": 3, "neu-clean": 4}
 JPEG_QUALITY = 90
 Progress = Callable[[int], None]
 
