@@ -147,3 +147,24 @@ def test_bad_training_data_is_a_one_line_error(tmp_path, bad, capsys):
     assert err.startswith("steelscan: error:")
     assert ("Cr_1.bmp" in err) if bad != "unknown_prefix" else ("Xx_1.bmp" in err and "unknown" in err)
     assert not (tmp_path / "runs").exists()  # nothing half-written
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    from steelscan.train import train_one_epoch
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 5), torch.randint(0, 3, (8,))
+
+    def run(batches, accum):
+        torch.manual_seed(1)
+        model = torch.nn.Linear(5, 3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        train_one_epoch(model, batches, opt, torch.nn.CrossEntropyLoss(), torch.device("cpu"), grad_accum=accum)
+        return model.weight.detach()
+
+    big = run([(x, y)], 1)
+    accumulated = run([(x[:4], y[:4]), (x[4:], y[4:])], 2)
+    assert torch.allclose(big, accumulated, atol=1e-6)
+    # A trailing partial group still steps: three batches with grad_accum 2 give two optimiser steps.
+    three = run([(x[:3], y[:3]), (x[3:6], y[3:6]), (x[6:], y[6:])], 2)
+    assert not torch.allclose(three, run([(x[:3], y[:3]), (x[3:6], y[3:6])], 2))

@@ -61,8 +61,9 @@ def train_one_epoch(
     total, n = 0.0, 0
     optimizer.zero_grad(set_to_none=True)
     use_amp = scaler is not None and scaler.is_enabled()
+    n_steps = len(loader) if max_steps is None else min(len(loader), max_steps)
     for step, (x, y) in enumerate(loader):
-        if max_steps is not None and step >= max_steps:
+        if step >= n_steps:
             break
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with torch.autocast(device_type=device.type, enabled=use_amp):
@@ -70,7 +71,7 @@ def train_one_epoch(
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at step {step}; lower optim.lr or check the data")
         (scaler.scale(loss / grad_accum) if use_amp else loss / grad_accum).backward()
-        if (step + 1) % grad_accum == 0 or step + 1 == len(loader):
+        if (step + 1) % grad_accum == 0 or step + 1 == n_steps:  # the last partial group steps too
             if use_amp:
                 scaler.step(optimizer)
                 scaler.update()
