@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steelscan.errors import SteelscanError
 
@@ -90,6 +90,10 @@ class TrainConfig(_Section):
     amp: bool = True  # used on CUDA only
     tta: bool = False
     threads: int | None = None
+    # Detection only: stop once this much *training* time is spent (checked after each optimiser step;
+    # the per-epoch evaluation is not counted), then evaluate. train.epochs stays an upper bound, and the
+    # cosine schedule follows the larger of the step share and the budget share (see `fit_detection`).
+    time_budget_minutes: float | None = Field(None, gt=0)
 
 
 class DetectorConfig(_Section):
@@ -145,6 +149,12 @@ class RunConfig(_Section):
     detector: DetectorConfig = DetectorConfig()
     two_stage: TwoStageConfig = TwoStageConfig()
 
+    @model_validator(mode="after")
+    def _budget_is_for_detection(self) -> "RunConfig":
+        if self.train.time_budget_minutes is not None and self.task != "detection":
+            raise ValueError(f"train.time_budget_minutes is a detection option; task is {self.task}")
+        return self
+
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     for part in loc[:-1]:
@@ -160,7 +170,9 @@ def _format_error(exc: ValidationError, source: str) -> str:
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join(str(p) for p in loc)
-        if err["type"] == "extra_forbidden":
+        if not loc:  # a check across sections (a model validator): its message names the keys
+            problems.append(err["msg"].removeprefix("Value error, "))
+        elif err["type"] == "extra_forbidden":
             close = difflib.get_close_matches(str(loc[-1]), _valid_keys(RunConfig, loc), n=1)
             hint = f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)" if close else ""
             problems.append(f"unknown key '{key}'{hint}")

@@ -5,6 +5,7 @@ map50, map50_95, per_class_ap50, n_images, ms_per_image, history), pr_curves.png
 samples.png (validation images with truth and detections), curves.png and model.pt whose meta holds all
 inference needs (see `steelscan.runs`). Shapes and labels: see `steelscan.models.detector`.
 Single process: torchrun/DDP is the classification engine's; detection refuses WORLD_SIZE > 1.
+`train.time_budget_minutes` stops training once that much training time is spent (`TrainingClock`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -71,13 +72,63 @@ def build_detection_datasets(cfg: RunConfig) -> tuple[DetectionSet, DetectionSet
     return train, DetectionSet(split.val), split
 
 
+class TrainingClock:
+    """Training time spent against an optional budget; `pause` while evaluating so that it does not count.
+
+    `clock` is the time source (seconds), replaceable in tests.
+    """
+
+    def __init__(self, budget_minutes: float | None = None, clock: Callable[[], float] = time.perf_counter):
+        self.budget_s = None if budget_minutes is None else 60.0 * budget_minutes
+        self._clock, self._spent, self._since = clock, 0.0, None
+
+    def start(self) -> None:
+        if self._since is None:
+            self._since = self._clock()
+
+    def pause(self) -> None:
+        if self._since is not None:
+            self._spent += self._clock() - self._since
+            self._since = None
+
+    @property
+    def seconds(self) -> float:
+        return self._spent + (self._clock() - self._since if self._since is not None else 0.0)
+
+    def fraction(self) -> float:
+        """Share of the budget spent (0 without a budget)."""
+        return 0.0 if self.budget_s is None else self.seconds / self.budget_s
+
+    def exhausted(self) -> bool:
+        return self.budget_s is not None and self.seconds >= self.budget_s
+
+
+def budget_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int, clock: TrainingClock):
+    """`train.make_scheduler`'s shape (linear warm-up in steps, then cosine to 1% of the base rate), where the
+    cosine's progress is the larger of the step share of train.epochs and the share of the time budget spent."""
+    if cfg.optim.scheduler == "none":
+        return None
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warm = int(cfg.optim.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = max((step - warm) / max(1, total - warm), clock.fraction())
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 def train_one_epoch_detection(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device, scheduler=None,
     grad_accum: int = 1, max_steps: int | None = None, clip_grad_norm: float | None = None, log_every: int = 0,
+    stop: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """One pass over `loader` of (images, targets); returns the mean of each loss and of their sum ("loss").
 
     An epoch on 2 CPU cores takes minutes: `log_every` > 0 logs the running loss every that many steps.
+    `stop` (e.g. `TrainingClock.exhausted`) is asked after each optimiser step; True ends the epoch there.
     """
     model.train()
     sums: dict[str, float] = {}
@@ -96,6 +147,7 @@ def train_one_epoch_detection(
             raise FloatingPointError(f"loss is {loss.item()} at step {step} ({ {k: v.item() for k, v in losses.items()} }); "
                                      "lower optim.lr or check the data")
         (loss / grad_accum).backward()
+        stopping = False
         if (step + 1) % grad_accum == 0 or step + 1 == steps:
             if clip_grad_norm:
                 torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
@@ -103,11 +155,14 @@ def train_one_epoch_detection(
             optimizer.zero_grad(set_to_none=True)
             if scheduler is not None:
                 scheduler.step()
+            stopping = stop is not None and stop()
         for k, v in {"loss": loss, **losses}.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(images)
         n += len(images)
         if log_every and (step + 1) % log_every == 0:
             log.info("  step %d/%d  loss %.4f", step + 1, steps, sums["loss"] / n)
+        if stopping:
+            break
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
@@ -143,7 +198,11 @@ def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
     model = create_model(cfg.model.name, **kwargs).to(device)
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     steps = min(len(loader), cfg.train.max_steps or len(loader))
-    scheduler = make_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum))
+    clock = TrainingClock(cfg.train.time_budget_minutes)
+    if clock.budget_s is None:
+        scheduler = make_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum))
+    else:
+        scheduler = budget_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum), clock)
 
     class_names = list(NEU_CLASSES)
     mean, std = detector_normalise(cfg.model.name)
@@ -163,9 +222,13 @@ def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
     for epoch in range(1, cfg.train.epochs + 1):
         t0 = time.perf_counter()
         batches = Tracked(loader, f"epoch {epoch}/{cfg.train.epochs}", enabled=progress)
+        clock.start()
         losses = train_one_epoch_detection(model, batches, optimizer, device, scheduler, cfg.train.grad_accum,
-                                           cfg.train.max_steps, cfg.detector.clip_grad_norm, 50 if progress else 0)
-        last = epoch == cfg.train.epochs  # the last evaluation is the final one, with COCO mAP too
+                                           cfg.train.max_steps, cfg.detector.clip_grad_norm, 50 if progress else 0,
+                                           stop=clock.exhausted)
+        clock.pause()
+        out_of_time = clock.exhausted()
+        last = epoch == cfg.train.epochs or out_of_time  # the final evaluation, with COCO mAP too
         val = evaluate_detection_model(model, val_images, val_truths, class_names, batch, device, coco=last)
         history.append({"epoch": epoch, "train_loss": losses.get("loss", float("nan")),
                         "train_losses": {k: v for k, v in losses.items() if k != "loss"},
@@ -174,10 +237,15 @@ def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
             log.info("epoch %d/%d  train loss %.4f  val mAP@0.5 %.4f  (%.0f s)", epoch, cfg.train.epochs,
                      history[-1]["train_loss"], val["map50"], history[-1]["seconds"])
         save_checkpoint(run_dir / CHECKPOINT, model, meta)
+        if out_of_time:
+            log.info("time budget of %g min spent in epoch %d: training stops", cfg.train.time_budget_minutes, epoch)
+            break
     final = val
     summary = detection_summary(final, class_names)
     write_json(run_dir / "metrics.json", {**summary, "split": "val", "score_threshold": cfg.detector.score_threshold,
                                           "train_minutes": (time.perf_counter() - t_start) / 60,
+                                          "training_minutes_excluding_eval": clock.seconds / 60,
+                                          "time_budget_minutes": cfg.train.time_budget_minutes,
                                           "history": to_jsonable(history)})
     plot_pr_curves(final["pr_curves"], final["ap50_per_class"], class_names, run_dir / "pr_curves.png",
                    title=f"{cfg.name}: val mAP@0.5 {summary['map50'] or 0:.3f}")
