@@ -49,8 +49,15 @@ def read_onnx_meta(path: str | Path) -> dict:
 
 
 def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
-    """Static int8 quantisation (QDQ) calibrated on real normalised inputs [N, 1, S, S]."""
+    """Static int8 quantisation (QDQ, per-channel) calibrated on real normalised inputs [N, 1, S, S].
+
+    ORT's `quant_pre_process` (shape inference + graph optimisation) runs first: without it the QDQ graph
+    was 2-9x slower than fp32 here (benchmarks/results/neu_cls_experiments.md).
+    """
+    import tempfile
+
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -59,7 +66,10 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray) -> 
         def get_next(self):
             return next(self.batches, None)
 
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     _attach_meta(Path(dst), {**read_onnx_meta(src), "quantization": "int8 static QDQ, per-channel"})
     return Path(dst)
