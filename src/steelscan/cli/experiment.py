@@ -26,11 +26,18 @@ def imbalance(
     setup_logging()
     con = Console()
     res = run_experiment(experiment, out, set_, log=lambda s: con.print(f"[bold]{s}[/]"))
+    con.print(recall_table(res, title=f"{experiment.name}: minority {res['limit_per_class']} (validation split)"))
+    con.print(f"results: {out / 'results.json'}, plot: {out / 'recall.png'}")
+
+
+def recall_table(res: dict, title: str) -> Table:
+    """Per-class recall (%) per variant; NEU classes are headed by their short prefixes to keep it narrow."""
+    from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES
+
+    short = dict(zip(NEU_CLASSES, NEU_CLS_PREFIXES))
     classes = list(res["rows"][0]["recall"])
-    table = Table("variant", *[f"{c} recall" for c in classes], "accuracy", "macro-F1", "train min",
-                  title=f"{experiment.name}: minority {res['limit_per_class']} (validation split)")
+    table = Table("variant", *[f"{short.get(c, c)} rec." for c in classes], "acc.", "macro-F1", "min", title=title)
     for r in res["rows"]:
         table.add_row(r["variant"], *[f"{100 * r['recall'][c]:.1f}" for c in classes], f"{100 * r['accuracy']:.2f}",
                       f"{r['macro_f1']:.4f}", f"{r['train_minutes']:.1f}")
-    con.print(table)
-    con.print(f"results: {out / 'results.json'}, plot: {out / 'recall.png'}")
+    return table
