@@ -11,8 +11,8 @@ import torch.nn as nn
 
 from steelscan.config import config_from_dict, load_config
 from steelscan.errors import SteelscanError
-from steelscan.train import fit
-from steelscan.train_detection import TrainingClock, budget_scheduler, train_one_epoch_detection
+from steelscan.train import fit, make_scheduler
+from steelscan.train_detection import TrainingClock, train_one_epoch_detection
 from tests.conftest import REPO
 
 torch.set_num_threads(1)
@@ -97,7 +97,7 @@ def test_schedule_follows_the_budget_share_after_warm_up():
     t = FakeClock()
     clock = TrainingClock(1.0, clock=t)
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = budget_scheduler(cfg, opt, steps_per_epoch=2, clock=clock)
+    sched = make_scheduler(cfg, opt, steps_per_epoch=2, progress=clock.fraction)
 
     def step() -> None:
         opt.step()

@@ -14,6 +14,7 @@ import os
 import random
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -115,8 +116,12 @@ def make_optimizer(cfg: RunConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
 
 
-def make_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):
-    """Per optimiser step: linear warm-up, then cosine to 1% of the base rate."""
+def make_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int, progress: Callable[[], float] | None = None):
+    """Per optimiser step: linear warm-up, then cosine to 1% of the base rate.
+
+    The cosine's progress is the step share of train.epochs, or `progress()` (e.g. the share of a time budget
+    spent) when that is further along, so a budget-cut run still ends at a low rate.
+    """
     if cfg.optim.scheduler == "none":
         return None
     total = max(1, cfg.train.epochs * steps_per_epoch)
@@ -126,6 +131,8 @@ def make_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int):
         if step < warm:
             return (step + 1) / warm
         t = (step - warm) / max(1, total - warm)
+        if progress is not None:
+            t = max(t, progress())
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -103,23 +103,6 @@ class TrainingClock:
         return self.budget_s is not None and self.seconds >= self.budget_s
 
 
-def budget_scheduler(cfg: RunConfig, optimizer, steps_per_epoch: int, clock: TrainingClock):
-    """`train.make_scheduler`'s shape (linear warm-up in steps, then cosine to 1% of the base rate), where the
-    cosine's progress is the larger of the step share of train.epochs and the share of the time budget spent."""
-    if cfg.optim.scheduler == "none":
-        return None
-    total = max(1, cfg.train.epochs * steps_per_epoch)
-    warm = int(cfg.optim.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = max((step - warm) / max(1, total - warm), clock.fraction())
-        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def train_one_epoch_detection(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device, scheduler=None,
     grad_accum: int = 1, max_steps: int | None = None, clip_grad_norm: float | None = None, log_every: int = 0,
@@ -199,10 +182,8 @@ def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     steps = min(len(loader), cfg.train.max_steps or len(loader))
     clock = TrainingClock(cfg.train.time_budget_minutes)
-    if clock.budget_s is None:
-        scheduler = make_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum))
-    else:
-        scheduler = budget_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum), clock)
+    scheduler = make_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum),
+                               progress=clock.fraction if clock.budget_s is not None else None)
 
     class_names = list(NEU_CLASSES)
     mean, std = detector_normalise(cfg.model.name)
