@@ -26,7 +26,6 @@ def command(
     import torch
 
     from steelscan.data.classes import NEU_CLASSES
-    from steelscan.data.classification import is_heldout, neu_split
     from steelscan.data.neu import list_neu_cls
     from steelscan.metrics import classification_metrics
     from steelscan.predict import classify_batch, read_images
@@ -42,8 +41,7 @@ def command(
         raise ValueError(f"evaluate supports classification and detection models, got task {meta.get('task')!r}")
     batch_size = batch_size or 64
     items = list_neu_cls(data)
-    if split != "all":  # "all" is every image, e.g. an independent test folder of any numbering
-        items = [it for it in items if not is_heldout(it.number) and neu_split(it.number) == split]
+    items = _in_split(items, split)
     paths, images, skipped = read_images([it.path for it in items], shape=None)
     by_path = {it.path: it for it in items}
     binary = bool(meta.get("binary"))
@@ -71,13 +69,11 @@ def command(
 
 def _detection(net, meta: dict, model: str, data: Path, split: str, batch_size: int, json_out: Path | None) -> None:
     """A detector on a NEU-DET folder; an annotation with no <object> counts as a clean image here."""
-    from steelscan.data.classification import is_heldout, neu_split
     from steelscan.data.neu import list_neu_det, load_neu_det_image
     from steelscan.evaluate_detection import detection_summary, evaluate_detection_model
 
     items = list_neu_det(data)
-    if split != "all":
-        items = [it for it in items if not is_heldout(it.number) and neu_split(it.number) == split]
+    items = _in_split(items, split)
     if not items:
         raise ValueError(f"no NEU-DET images in {data} for --split {split}")
     names = list(meta["class_names"])
@@ -97,3 +93,12 @@ def _detection(net, meta: dict, model: str, data: Path, split: str, batch_size: 
               f"{out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)")
     if json_out:
         Path(json_out).write_text(json.dumps(out, indent=2))
+
+
+def _in_split(items: list, split: str) -> list:
+    """NEU items of our split by image number; "all" keeps every image (e.g. an independent test folder)."""
+    from steelscan.data.classification import is_heldout, neu_split
+
+    if split == "all":
+        return items
+    return [it for it in items if not is_heldout(it.number) and neu_split(it.number) == split]

@@ -193,6 +193,14 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:g}"
 
 
+def _table(title: str, *columns: str, left: tuple[str, ...] = ("class",)) -> Table:
+    """A table whose label columns are left-aligned and number columns right-aligned."""
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
 def print_stats(stats: dict, console: Console | None = None) -> None:
     """Print `compute_stats` output as rich tables."""
     console = console or Console()
@@ -201,9 +209,8 @@ def print_stats(stats: dict, console: Console | None = None) -> None:
     if fmt == "severstal":
         _print_severstal(stats, console)
     elif fmt == "neu-cls":
-        table = Table(title="NEU-CLS images per class")
-        for col in ("class", "prefix", "images", "% of images", "numbers", "mean grey"):
-            table.add_column(col, justify="left" if col in ("class", "prefix") else "right")
+        table = _table("NEU-CLS images per class", "class", "prefix", "images", "% of images", "numbers",
+                       "mean grey", left=("class", "prefix"))
         for c in stats["per_class"]:
             numbers = "-" if c["numbers"] is None else f"{c['numbers'][0]}..{c['numbers'][1]}"
             mean = "-" if c["mean_grey"] is None else f"{c['mean_grey']:.1f}"
@@ -220,9 +227,8 @@ def _print_severstal(s: dict, console: Console) -> None:
         f"labels: train.csv ({s['csv_format']} format); image ids from {s['image_ids_from']}"
         + ("; masks only (no images)" if s["masks_only"] else "")
     )
-    images = Table(title="Severstal images per class (an image may hold several classes)")
-    for col in ("class", "images", "% of images", "full set", "full set %"):
-        images.add_column(col, justify="left" if col == "class" else "right")
+    images = _table("Severstal images per class (an image may hold several classes)",
+                    "class", "images", "% of images", "full set", "full set %")
     images.add_row("defect-free", str(s["n_defect_free"]), _pct(s["defect_free_share"]),
                    str(ref["n_defect_free"]), _pct(ref["defect_free_share"]))
     for c in s["per_class"]:
@@ -230,9 +236,7 @@ def _print_severstal(s: dict, console: Console) -> None:
                        str(c["full_set_images"]), _pct(c["full_set_image_share"]))
     images.add_row("all", str(s["n_images"]), "", str(ref["n_images"]), "", style="bold")
     console.print(images)
-    pixels = Table(title="Severstal pixels per class")
-    for col in ("class", "pixels", "% of all pixels", "% of defect pixels"):
-        pixels.add_column(col, justify="left" if col == "class" else "right")
+    pixels = _table("Severstal pixels per class", "class", "pixels", "% of all pixels", "% of defect pixels")
     for c in s["per_class"]:
         pixels.add_row(c["class"], str(c["pixels"]), _pct(c["pixel_share"], 3), _pct(c["share_of_defect_pixels"]))
     console.print(pixels)
@@ -245,17 +249,14 @@ def _print_severstal(s: dict, console: Console) -> None:
 
 
 def _print_neu_det(s: dict, console: Console) -> None:
-    counts = Table(title="NEU-DET images (by file name) and boxes (by box label) per class")
-    for col in ("class", "images", "images with boxes", "boxes", "% of boxes"):
-        counts.add_column(col, justify="left" if col == "class" else "right")
+    counts = _table("NEU-DET images (by file name) and boxes (by box label) per class",
+                    "class", "images", "images with boxes", "boxes", "% of boxes")
     for c in s["per_class"]:
         counts.add_row(c["class"], str(c["images"]), str(c["images_with_boxes"]), str(c["boxes"]), _pct(c["box_share"]))
     counts.add_row("defect-free", str(s["n_defect_free"]), "", "", "", style="dim")
     counts.add_row("all", str(s["n_images"]), "", str(s["n_boxes"]), "", style="bold")
     console.print(counts)
-    sizes = Table(title="NEU-DET box sizes in pixels: min / median / max")
-    for col in ("class", "width", "height", "area"):
-        sizes.add_column(col, justify="left" if col == "class" else "right")
+    sizes = _table("NEU-DET box sizes in pixels: min / median / max", "class", "width", "height", "area")
     for c in s["per_class"]:
         sizes.add_row(c["class"], *("/".join(_num(c[key][q]) for q in ("min", "median", "max"))
                                     for key in ("width", "height", "area")))
