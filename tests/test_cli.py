@@ -9,7 +9,8 @@ import pytest
 
 from steelscan.cli import app, main
 
-COMMANDS = ["stats", "synth", "train", "evaluate", "classify", "detect", "models", "benchmark", "experiment"]
+COMMANDS = ["stats", "synth", "train", "evaluate", "classify", "detect", "segment", "tune", "models", "benchmark",
+            "experiment"]
 
 
 def test_every_subcommand_is_registered_with_help(capsys):

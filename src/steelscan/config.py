@@ -32,7 +32,8 @@ class DataConfig(_Section):
     binary: bool = False
     # Imbalance experiments: keep only this many training images of a class, e.g. {"crazing": 30}.
     limit_per_class: dict[str, int] = Field(default_factory=dict)
-    # Folder of extra images with labels (NEU-CLS layout), e.g. from `steelscan synth neu-cls`.
+    # Folder of extra images with labels in the format's layout, e.g. from `steelscan synth neu-cls`; for
+    # severstal a second Kaggle-layout folder (e.g. the real sample beside synthetic strips), split alike.
     extra_root: str | None = None
     # A folder of defect-free images (e.g. `steelscan synth neu-clean`), split by a checksum of the name:
     # detection adds them with no boxes; the binary gate (data.binary) adds them as label 0 (clean).
@@ -61,9 +62,17 @@ class AugmentConfig(_Section):
 
 
 class LossConfig(_Section):
-    name: Literal["ce", "weighted_ce", "softmax_focal"] = "ce"
+    # classification: ce, weighted_ce, softmax_focal. segmentation (4 sigmoid channels): bce, weighted_bce,
+    # bce_dice (bce_weight * weighted BCE + dice_weight * Dice), focal.
+    name: Literal["ce", "weighted_ce", "softmax_focal", "bce", "weighted_bce", "bce_dice", "focal"] = "ce"
     gamma: float = 2.0
+    alpha: float | None = 0.25  # focal
     label_smoothing: float = 0.0
+    pos_weight: tuple[float, ...] | None = None  # weighted_bce / bce_dice, one per class: the seed's (2, 2, 1, 1.5)
+    bce_weight: float = Field(0.75, ge=0.0)
+    dice_weight: float = Field(0.25, ge=0.0)
+    # segmentation: BCE on the per-class presence head (the classification gate), added with this weight
+    presence_weight: float = Field(0.2, ge=0.0)
 
 
 class ImbalanceConfig(_Section):
@@ -124,6 +133,24 @@ class DetectorConfig(_Section):
     n_samples: int = Field(8, ge=0)  # validation images drawn with their detections in samples.png
 
 
+class SegmentationConfig(_Section):
+    """Severstal segmentation (task: segmentation): crops, gate and post-processing defaults.
+
+    The post-processing values here are the defaults saved with the model; `steelscan tune` replaces the
+    thresholds and minimum areas with values searched on validation data.
+    """
+
+    crop: tuple[int, int] = (256, 512)  # (height, width) of the random training crops (1st place: 256x512)
+    defect_share: float = Field(0.6, ge=0.0, le=1.0)  # share of training crops that contain a defect
+    crops_per_image: int = Field(1, ge=1)  # training crops per image and epoch
+    threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # pixel probability threshold per class
+    min_area: tuple[int, ...] = (600, 600, 900, 2000)  # 1st place: drop a class mask smaller than this (px)
+    min_component: int = Field(0, ge=0)  # remove connected components smaller than this (px) first
+    gate: Literal["none", "hard", "soft"] = "none"  # combine the presence head with the masks
+    gate_threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # hard gate: drop a class below this probability
+    tta: bool = False  # mean over none, hflip, vflip
+
+
 class TwoStageConfig(_Section):
     """The 2-stage pipeline of Wang 2021 (task: detection): a binary gate sends an image on to the detector only
     when its P(defect) >= gate_threshold. Saved into the detector's checkpoint meta as the default of
@@ -134,7 +161,7 @@ class TwoStageConfig(_Section):
 
 
 class RunConfig(_Section):
-    task: Literal["classification", "detection"] = "classification"
+    task: Literal["classification", "detection", "segmentation"] = "classification"
     name: str = "run"
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
@@ -148,11 +175,25 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     detector: DetectorConfig = DetectorConfig()
     two_stage: TwoStageConfig = TwoStageConfig()
+    segmentation: SegmentationConfig = SegmentationConfig()
 
     @model_validator(mode="after")
     def _budget_is_for_detection(self) -> "RunConfig":
         if self.train.time_budget_minutes is not None and self.task != "detection":
             raise ValueError(f"train.time_budget_minutes is a detection option; task is {self.task}")
+        seg_losses = {"bce", "weighted_bce", "bce_dice", "focal"}
+        if (self.task == "segmentation") != (self.loss.name in seg_losses):
+            expected = sorted(seg_losses) if self.task == "segmentation" else ["ce", "softmax_focal", "weighted_ce"]
+            raise ValueError(f"loss.name {self.loss.name!r} does not fit task {self.task}; expected one of {expected}")
+        if self.task == "segmentation":
+            seg = self.segmentation
+            for key in ("threshold", "min_area", "gate_threshold"):
+                if len(getattr(seg, key)) != 4:
+                    raise ValueError(f"segmentation.{key} needs one value per class (4), got {list(getattr(seg, key))}")
+            if self.loss.pos_weight is not None and len(self.loss.pos_weight) != 4:
+                raise ValueError(f"loss.pos_weight needs one value per class (4), got {list(self.loss.pos_weight)}")
+            if any(c <= 0 or c % 32 for c in seg.crop):
+                raise ValueError(f"segmentation.crop sides must be positive multiples of 32, got {list(seg.crop)}")
         return self
 
 

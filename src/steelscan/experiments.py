@@ -76,3 +76,69 @@ def plot_recall(rows: list[dict], out: Path, title: str) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+# The seed's loss study: one segmentation recipe, four mask losses, the same data and budget.
+LOSS_STUDY = {
+    "bce": ["loss.name=bce"],
+    "weighted_bce": ["loss.name=weighted_bce"],
+    "bce_dice": ["loss.name=bce_dice", "loss.bce_weight=0.75", "loss.dice_weight=0.25"],
+    "focal": ["loss.name=focal"],
+}
+
+
+def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (), test: Path | None = None,
+                   log=print) -> dict:
+    """Train `config` once per loss of LOSS_STUDY; score each on the validation split and, if given, on a test
+    folder (Kaggle layout, every image). Post-processing is the config's for all, so only the loss differs."""
+    from steelscan.config import load_config
+    from steelscan.data.segmentation import load_samples
+    from steelscan.evaluate_segmentation import evaluate_segmentation_model
+    from steelscan.runs import load_checkpoint
+    from steelscan.train import fit
+
+    configs = {name: load_config(config, [*overrides, *sets]) for name, sets in LOSS_STUDY.items()}
+    if any(c.task != "segmentation" for c in configs.values()):
+        raise SteelscanError(f"the loss study needs a segmentation config (task: segmentation), got {config}")
+    test_samples = load_samples(test) if test is not None else []
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name, cfg in configs.items():
+        log(f"loss {name}: training")
+        run = fit(cfg.model_copy(update={"out_dir": str(out / "runs"), "name": name}))
+        row = {"loss": name, "run": str(run), "val": json.loads((run / "metrics.json").read_text())}
+        row["val"].pop("history", None)
+        if test_samples:
+            net, meta = load_checkpoint(run)
+            row["test"] = evaluate_segmentation_model(net, meta, [s.image for s in test_samples],
+                                                      [s.mask for s in test_samples])
+        rows.append(row)
+    result = {"config": str(config), "overrides": list(overrides), "test": str(test) if test else None, "rows": rows}
+    (out / "results.json").write_text(json.dumps(result, indent=2))
+    plot_loss_study(rows, out / "losses.png", title=f"{Path(config).stem}: per-class Dice by loss")
+    return result
+
+
+def plot_loss_study(rows: list[dict], out: Path, title: str) -> None:
+    parts = [p for p in ("val", "test") if p in rows[0]]
+    classes = list(rows[0]["val"]["per_class_dice"])
+    labels = [f"class {c}" for c in classes] + ["Kaggle Dice"]
+    width = 0.8 / len(rows)
+    fig, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 3.8), squeeze=False)
+    for ax, part in zip(axes[0], parts):
+        for i, r in enumerate(rows):
+            m = r[part]
+            ax.bar(np.arange(len(labels)) + i * width, [m["per_class_dice"][c] for c in classes] + [m["dice_kaggle"]],
+                   width, label=r["loss"])
+        base = rows[0][part]
+        ax.plot(np.arange(len(labels)) + 0.4 - width / 2,
+                [base["all_empty_per_class_dice"][c] for c in classes] + [base["all_empty_dice"]], "k_", ms=22,
+                mew=2, label="all-empty baseline")
+        ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
+        ax.set_ylim(0, 1.02); ax.set_ylabel("Dice"); ax.set_title(f"{part} ({base['n_images']} images)")  # noqa: E702
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)

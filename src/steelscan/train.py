@@ -1,5 +1,5 @@
 """The training engine: `train_one_epoch` and `fit(cfg)`; single process or torchrun + DDP.
-Detection configs (task: detection) go on to `steelscan.train_detection.fit_detection`.
+Detection and segmentation configs go on to `train_detection.fit_detection` / `train_segmentation.fit_segmentation`.
 
 `fit` writes a run folder: config.yaml (resolved), split.json, metrics.json, curves.png, confusion.png and
 model.pt (see `steelscan.runs`). Under torchrun only rank 0 logs and writes.
@@ -156,6 +156,10 @@ def fit(cfg: RunConfig, progress: bool = True) -> Path | None:
         from steelscan.train_detection import fit_detection
 
         return fit_detection(cfg, progress)
+    if cfg.task == "segmentation":
+        from steelscan.train_segmentation import fit_segmentation
+
+        return fit_segmentation(cfg, progress)
     rank, world, local_rank = _dist_info()
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SteelscanError("device: cuda was requested but no CUDA device is available (use device: cpu)")

@@ -1,4 +1,5 @@
-"""`steelscan evaluate MODEL --data PATH [--json OUT]`: classifiers on NEU-CLS, detectors on NEU-DET."""
+"""`steelscan evaluate MODEL --data PATH [--json OUT]`: classifiers on NEU-CLS, detectors on NEU-DET,
+segmenters on Severstal (Kaggle layout)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from steelscan.cli._common import setup_logging
 
 def command(
     model: str = typer.Argument(..., help="Run folder, checkpoint file or built-in name (e.g. neu-cls)"),
-    data: Path = typer.Option(..., "--data", help="Data folder (NEU-CLS layout for classifiers, NEU-DET for detectors)"),
+    data: Path = typer.Option(..., "--data", help="Data folder (NEU-CLS layout for classifiers, NEU-DET for detectors, Kaggle layout for segmenters)"),
     json_out: Path = typer.Option(None, "--json", help="Write the metrics JSON here"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was trained)"),
-    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Default 64 (classifiers), 8 (detectors)"),
-    split: str = typer.Option("all", "--split", help="all images, or only our NEU split by image number: train or val"),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Default 64 (classifiers), 8 (detectors), 4 (segmenters)"),
+    split: str = typer.Option("all", "--split", help="all images, or only our split (NEU: by image number; Severstal: crc32 of the id): train or val"),
 ) -> None:
     """Evaluate a model on a labelled data folder: accuracy, macro-F1, per-class numbers and ms/image
     (classifiers); mAP@0.5, mAP@[.5:.95], AP50 per class and ms/image (detectors)."""
@@ -37,8 +38,10 @@ def command(
     net, meta = load_checkpoint(model)
     if meta.get("task") == "detection":
         return _detection(net, meta, model, data, split, batch_size or 8, json_out)
+    if meta.get("task") == "segmentation":
+        return _segmentation(net, meta, model, data, split, batch_size or 4, json_out)
     if meta.get("task") != "classification":
-        raise ValueError(f"evaluate supports classification and detection models, got task {meta.get('task')!r}")
+        raise ValueError(f"evaluate supports classification, detection and segmentation models, got task {meta.get('task')!r}")
     batch_size = batch_size or 64
     items = list_neu_cls(data)
     items = _in_split(items, split)
@@ -91,6 +94,28 @@ def _detection(net, meta: dict, model: str, data: Path, split: str, batch_size: 
     con.print(table)
     con.print(f"mAP@0.5 {fmt(out['map50'])}  mAP@[.5:.95] {fmt(out['map50_95'])}  n={out['n_images']}  "
               f"{out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)")
+    if json_out:
+        Path(json_out).write_text(json.dumps(out, indent=2))
+
+
+def _segmentation(net, meta: dict, model: str, data: Path, split: str, batch_size: int, json_out: Path | None) -> None:
+    """A segmenter on a Kaggle-layout folder, with its saved post-processing; the all-empty baseline beside."""
+    from steelscan.cli.tune import load_severstal_split
+    from steelscan.evaluate_segmentation import evaluate_segmentation_model
+
+    samples = load_severstal_split([data], split)
+    out = evaluate_segmentation_model(net, meta, [s.image for s in samples], [s.mask for s in samples],
+                                      batch_size=batch_size)
+    out.update(model=str(model), data=str(data), split=split)
+    table = Table("class", "Dice (Kaggle)", "all-empty Dice", "pooled Dice", title=f"{model} on {data} ({split})")
+    for name in meta["class_names"]:
+        pooled = out["pooled_dice_per_class"][name]
+        table.add_row(name, f"{out['per_class_dice'][name]:.4f}", f"{out['all_empty_per_class_dice'][name]:.4f}",
+                      "n/a" if pooled != pooled else f"{pooled:.4f}")
+    con = Console()
+    con.print(table)
+    con.print(f"Kaggle Dice {out['dice_kaggle']:.4f} (all-empty baseline {out['all_empty_dice']:.4f})  "
+              f"n={out['n_images']}  {out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)")
     if json_out:
         Path(json_out).write_text(json.dumps(out, indent=2))
 

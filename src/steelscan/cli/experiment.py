@@ -1,4 +1,5 @@
-"""`steelscan experiment imbalance EXPERIMENT.yaml`: the same model under several imbalance remedies."""
+"""`steelscan experiment imbalance EXPERIMENT.yaml` (imbalance remedies) and `steelscan experiment losses CONFIG`
+(the seed's Severstal loss study)."""
 
 from __future__ import annotations
 
@@ -40,4 +41,38 @@ def recall_table(res: dict, title: str) -> Table:
     for r in res["rows"]:
         table.add_row(r["variant"], *[f"{100 * r['recall'][c]:.1f}" for c in classes], f"{100 * r['accuracy']:.2f}",
                       f"{r['macro_f1']:.4f}", f"{r['train_minutes']:.1f}")
+    return table
+
+
+@experiment_app.command("losses")
+def losses(
+    config: Path = typer.Argument(..., help="A segmentation recipe, e.g. configs/severstal_loss_study.yaml"),
+    test: Path = typer.Option(None, "--test", help="Kaggle-layout folder scored as a test set (every image)"),
+    out: Path = typer.Option(Path("runs/losses"), "--out", help="Folder for the runs, results.json and losses.png"),
+    set_: list[str] = typer.Option([], "--set", help="Override the recipe for every loss (repeatable)"),
+) -> None:
+    """The seed's loss study: BCE, weighted BCE, 0.75 BCE + 0.25 Dice and focal on the same data and budget."""
+    from steelscan.experiments import run_loss_study
+
+    setup_logging()
+    con = Console()
+    res = run_loss_study(config, out, set_, test, log=lambda s: con.print(f"[bold]{s}[/]"))
+    for part in ("val", "test"):
+        if part in res["rows"][0]:
+            con.print(dice_table(res, part))
+    con.print(f"results: {out / 'results.json'}, plot: {out / 'losses.png'}")
+
+
+def dice_table(res: dict, part: str) -> Table:
+    """Loss x class Dice (Kaggle rule), the Kaggle Dice, and the all-empty baseline as the last row."""
+    first = res["rows"][0][part]
+    classes = list(first["per_class_dice"])
+    source = "validation split" if part == "val" else f"test: {res['test']}"
+    table = Table("loss", *[f"class {c}" for c in classes], "Kaggle Dice",
+                  title=f"{res['config']} - {source} ({first['n_images']} images)")
+    for r in res["rows"]:
+        m = r[part]
+        table.add_row(r["loss"], *[f"{m['per_class_dice'][c]:.4f}" for c in classes], f"{m['dice_kaggle']:.4f}")
+    table.add_row("[dim]all-empty baseline[/]", *[f"[dim]{first['all_empty_per_class_dice'][c]:.4f}[/]" for c in classes],
+                  f"[dim]{first['all_empty_dice']:.4f}[/]")
     return table

@@ -25,6 +25,7 @@ __all__ = [
     "CELoss",
     "WeightedCELoss",
     "SoftmaxFocalLoss",
+    "SegmentationLoss",
     "LOSSES",
     "create_loss",
     "list_losses",
@@ -176,6 +177,23 @@ class SoftmaxFocalLoss(nn.Module):
 
 
 # The names training configs select losses by.
+class SegmentationLoss(nn.Module):
+    """A mask loss on a segmenter's (mask_logits [N, C, H, W], presence_logits [N, C]) plus
+    `presence_weight` * BCE of the presence logits against the targets' per-channel maxima: the gate learns
+    whether each class is present in the crop it sees."""
+
+    def __init__(self, mask_loss: nn.Module, presence_weight: float = 0.2) -> None:
+        super().__init__()
+        self.mask_loss, self.presence_weight = mask_loss, presence_weight
+
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        masks, presence = outputs
+        loss = self.mask_loss(masks, targets)
+        if self.presence_weight:
+            loss = loss + self.presence_weight * L.bce(presence, targets.flatten(2).amax(2))
+        return loss
+
+
 LOSSES: dict[str, type[nn.Module]] = {
     "bce": BCELoss,
     "weighted_bce": WeightedBCELoss,

@@ -1,5 +1,6 @@
-"""Models: classifiers (timm backbones), detectors (Faster R-CNN + FPN), layers (DCNv2, SPP, CoordConv),
-classical SDD baselines. Reached through the registry."""
+"""Models: classifiers (timm backbones), segmenters (smp Unet/FPN), detectors (Faster R-CNN + FPN), layers
+(DCNv2, SPP, CoordConv), classical SDD baselines. Reached through the registry."""
 
 from steelscan.models import classifier  # noqa: F401  (registers the classifiers)
 from steelscan.models import detector  # noqa: F401  (registers the detectors)
+from steelscan.models import segmenter  # noqa: F401  (registers the segmenters)

@@ -1,0 +1,77 @@
+"""`steelscan tune RUN --data PATH [--split val]`: search the post-processing and save it with the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from steelscan.cli._common import setup_logging
+
+
+def load_severstal_split(data: list[Path], split: str) -> list:
+    """Samples of Kaggle-layout folders, restricted to our crc32 split ("all" keeps every image)."""
+    from steelscan.data.segmentation import load_samples, severstal_split
+
+    if split not in ("all", "train", "val"):
+        raise ValueError(f"--split expects all, train or val, got {split!r}")
+    samples = [s for root in data for s in load_samples(root)]
+    samples = [s for s in samples if split == "all" or severstal_split(s.image_id) == split]
+    if not samples:
+        raise ValueError(f"no Severstal images in {', '.join(map(str, data))} for --split {split}")
+    return samples
+
+
+def command(
+    run: Path = typer.Argument(..., help="Run folder or checkpoint file of a segmenter (it is updated in place)"),
+    data: list[Path] = typer.Option(..., "--data", help="Kaggle-layout folder(s): train.csv + train_images/"),
+    split: str = typer.Option("val", "--split", help="val/train: our crc32 split of the folders; all: every image"),
+    folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds for the honest estimate"),
+    gate: str = typer.Option(None, "--gate", help="none, hard or soft (default: the model's)"),
+    min_component: int = typer.Option(None, "--min-component", min=0, help="Remove components below this (px)"),
+    tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: the model's)"),
+) -> None:
+    """Choose per class the pixel threshold, the minimum area (and the hard gate's threshold) that maximise
+    the Kaggle Dice; report the cross-validated Dice and save the values into the checkpoint."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from steelscan.evaluate_segmentation import predict_probabilities
+    from steelscan.postprocess import PostProcess
+    from steelscan.runs import BUILTIN_DIR, load_checkpoint, resolve_model_path, save_checkpoint
+    from steelscan.tune import tune_postprocess
+
+    setup_logging()
+    path = resolve_model_path(run)
+    if path.resolve().parent == BUILTIN_DIR.resolve():
+        raise ValueError(f"{run} is a built-in model; copy {path} to a folder of yours and tune the copy")
+    net, meta = load_checkpoint(path)
+    if meta.get("task") != "segmentation":
+        raise ValueError(f"tune needs a segmentation model, got a {meta.get('task')} model from {run}")
+    samples = load_severstal_split(data, split)
+    base = PostProcess.from_dict(meta["postprocess"])
+    changes = {k: v for k, v in (("gate", gate), ("min_component", min_component), ("tta", tta)) if v is not None}
+    base = replace(base, **changes)
+    probs, presence = predict_probabilities(net, [s.image for s in samples], meta["mean"], meta["std"], base.tta)
+    truths = np.stack([s.mask for s in samples])
+    tuned, report = tune_postprocess(probs, presence, truths, base, n_folds=folds)
+    report["data"], report["split"] = [str(d) for d in data], split
+    tuned = replace(tuned, tuned=report)
+    save_checkpoint(path, net, {**meta, "postprocess": tuned.as_dict()})
+    (path.parent / "tune.json").write_text(json.dumps(report, indent=2))
+    table = Table("class", "threshold", "min area", "gate thr.", "Dice fit", "Dice CV", "images with defect",
+                  title=f"tuned on {len(samples)} images ({split}), gate {tuned.gate}, TTA {tuned.tta}")
+    for k, name in enumerate(meta["class_names"]):
+        r = report["per_class"][k]
+        table.add_row(name, f"{tuned.threshold[k]:.2f}", str(tuned.min_area[k]),
+                      f"{tuned.gate_threshold[k]:.2f}" if tuned.gate == "hard" else "-",
+                      f"{r['dice_fit']:.4f}", f"{r['dice_cv']:.4f}", str(r["n_with_defect"]))
+    con = Console()
+    con.print(table)
+    con.print(f"Kaggle Dice: before {report['dice_before']:.4f}, tuned (CV) {report['dice_cv']:.4f}, "
+              f"tuned (fit) {report['dice_fit']:.4f}; all-empty baseline {report['all_empty_dice']:.4f}")
+    con.print(f"saved into {path} (report: {path.parent / 'tune.json'})")
