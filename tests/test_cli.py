@@ -9,7 +9,7 @@ import pytest
 
 from steelscan.cli import app, main
 
-COMMANDS = ["stats", "synth", "train", "evaluate", "classify", "detect", "segment", "tune", "models", "benchmark",
+COMMANDS = ["stats", "synth", "train", "evaluate", "classify", "detect", "segment", "tune", "grade", "models", "benchmark",
             "experiment"]
 
 

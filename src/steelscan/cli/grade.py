@@ -1,0 +1,66 @@
+"""`steelscan grade DEFECTS.json [--rules RULES.yaml] [--json OUT]`: grade a coil's defect list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def read_defect_list(path: Path) -> tuple[dict, list[dict]]:
+    """(coil, defects) from the JSON `steelscan inspect` writes: {"coil": {length_m, strip_width_mm, ...},
+    "defects": [{class, along_m, across_mm, area_mm2, ...}, ...]}."""
+    if not path.is_file():
+        raise ValueError(f"defect list not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("coil"), dict) or not isinstance(doc.get("defects"), list):
+        raise ValueError(f"{path}: expected a JSON object with 'coil' (an object) and 'defects' (a list), as "
+                         "`steelscan inspect` writes")
+    coil = doc["coil"]
+    for key in ("length_m", "strip_width_mm"):
+        if not isinstance(coil.get(key), (int, float)):
+            raise ValueError(f"{path}: coil.{key} must be a number, got {coil.get(key)!r}")
+    need = ("class", "along_m", "across_mm", "area_mm2")
+    for i, d in enumerate(doc["defects"]):
+        missing = [k for k in need if not isinstance(d, dict) or k not in d]
+        if missing:
+            raise ValueError(f"{path}: defect {i} lacks {', '.join(missing)}")
+        bad = [k for k in need[1:] if not isinstance(d[k], (int, float))]
+        if bad:
+            raise ValueError(f"{path}: defect {i}: {', '.join(bad)} must be numbers")
+    return coil, doc["defects"]
+
+
+def print_grade(result, console: Console) -> None:
+    colour = "green" if result.passed else "red"
+    table = Table("class", "count", "largest mm²", "per m", "per m²", "points", title=f"grading: {result.product}")
+    for name, s in result.per_class.items():
+        table.add_row(name, str(s["count"]), f"{s['largest_area_mm2']:.0f}", f"{s['count_per_m']:.3f}",
+                      f"{s['density_per_m2']:.4f}", f"{s['points']:.1f}")
+    console.print(table)
+    console.print(f"[bold {colour}]grade {result.grade} ({'PASS' if result.passed else 'FAIL'})[/], "
+                  f"score {result.score:.2f}")
+    for line in result.decided_by:
+        console.print(f"  decided by: {line}")
+
+
+def command(
+    defects: Path = typer.Argument(..., help="defects.json as `steelscan inspect` writes it"),
+    rules: Path = typer.Option(None, "--rules", help="Rules YAML of the product (default: the shipped example)"),
+    json_out: Path = typer.Option(None, "--json", help="Write the grade as JSON here"),
+) -> None:
+    """Grade a coil from its defect list: score, grade, pass/fail and the rules that decided it."""
+    from steelscan.grading import grade_coil, load_rules
+
+    rule_set = load_rules(rules)  # a bad rules file fails before the defect list is read
+    coil, items = read_defect_list(defects)
+    result = grade_coil(items, float(coil["length_m"]), float(coil["strip_width_mm"]), rule_set)
+    print_grade(result, Console())
+    if json_out:
+        Path(json_out).write_text(json.dumps(result.as_dict(), indent=2))
