@@ -1,0 +1,97 @@
+"""From model outputs to defects on the strip: pieces per frame, then one defect per physical defect.
+
+A segmenter's full-frame masks (stitched back from tiles, so a defect across a tile border is one component
+already) give one `Piece` per 8-connected component in the frame's owned rows. A detector's boxes are
+clipped to the owned rows. Pieces of one class whose coil boxes overlap or come within `gap_px` are merged
+(union-find), which joins a defect cut by a frame border or by the owned-row split.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from steelscan.inspection.geometry import StripGeometry
+from steelscan.inspection.records import Defect, Piece
+
+
+def pieces_from_masks(frame: int, masks: np.ndarray, probs: np.ndarray | None, owned: tuple[int, int],
+                      class_names: Sequence[str], min_area_px: int = 1) -> list[Piece]:
+    """masks uint8 [C, H, W] (+ probabilities [C, H, W] for the confidence) -> pieces in rows `owned`."""
+    y0, y1 = owned
+    out = []
+    for k, name in enumerate(class_names):
+        band = np.ascontiguousarray(masks[k, y0:y1], dtype=np.uint8)
+        if not band.any():
+            continue
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(band, connectivity=8)
+        if probs is not None:  # mean probability per component in one pass
+            sums = np.bincount(labels.ravel(), weights=probs[k, y0:y1].ravel().astype(np.float64), minlength=n)
+        for c in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[c])
+            if area < min_area_px:
+                continue
+            conf = float(sums[c] / area) if probs is not None else 1.0
+            out.append(Piece(frame, name, round(conf, 4), (x, y + y0, x + w, y + y0 + h), area))
+    return out
+
+
+def pieces_from_boxes(frame: int, boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray,
+                      owned: tuple[int, int], class_names: Sequence[str]) -> list[Piece]:
+    """Detector boxes (xyxy px) clipped to the owned rows; a box's area is its clipped box area."""
+    y0, y1 = owned
+    out = []
+    for (x1, by1, x2, by2), s, lab in zip(np.asarray(boxes).reshape(-1, 4), scores, labels):
+        a, b = max(int(round(by1)), y0), min(int(round(by2)), y1)
+        xa, xb = int(round(x1)), int(round(x2))
+        if b <= a or xb <= xa:
+            continue
+        out.append(Piece(frame, class_names[int(lab)], round(float(s), 4), (xa, a, xb, b), (xb - xa) * (b - a)))
+    return out
+
+
+def _find(parent: list[int], i: int) -> int:
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+def merge_pieces(pieces: Sequence[Piece], geometry: StripGeometry, frame_width: int, frame_height: int,
+                 gap_px: int = 2) -> list[Defect]:
+    """Merge pieces into defects with strip coordinates; ids run from the head of the coil."""
+    boxes = [geometry.to_coil(p.frame, p.bbox, frame_height) for p in pieces]
+    parent = list(range(len(pieces)))
+    order = sorted(range(len(pieces)), key=lambda i: boxes[i][1])
+    active: list[int] = []  # sweep along the coil: only boxes still within reach can touch the next one
+    for i in order:
+        x1, y1, x2, y2 = boxes[i]
+        active = [j for j in active if boxes[j][3] + gap_px >= y1]
+        for j in active:
+            a1, _, a2, _ = boxes[j]
+            if pieces[j].class_name == pieces[i].class_name and x1 <= a2 + gap_px and a1 <= x2 + gap_px:
+                parent[_find(parent, i)] = _find(parent, j)
+        active.append(i)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(pieces)):
+        groups.setdefault(_find(parent, i), []).append(i)
+    step = geometry.step(frame_height)
+    defects = []
+    for members in groups.values():
+        b = np.array([boxes[i] for i in members])
+        box = [int(b[:, 0].min()), int(b[:, 1].min()), int(b[:, 2].max()), int(b[:, 3].max())]
+        area = sum(pieces[i].area_px for i in members)
+        conf = sum(pieces[i].confidence * pieces[i].area_px for i in members) / max(area, 1)
+        frames = sorted({pieces[i].frame for i in members})
+        first = frames[0]
+        fy = first * step
+        in_first = [box[0], max(box[1] - fy, 0), box[2], min(box[3] - fy, frame_height)]
+        defects.append(Defect(0, pieces[members[0]].class_name, round(conf, 4), **geometry.strip_coords(box, frame_width),
+                              area_mm2=round(area * geometry.mm2_per_px, 3), frame=first, bbox=in_first,
+                              coil_bbox_px=box, area_px=area, frames=frames))
+    defects.sort(key=lambda d: (d.coil_bbox_px[1], d.coil_bbox_px[0]))
+    for i, d in enumerate(defects):
+        d.id = i
+    return defects
