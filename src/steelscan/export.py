@@ -1,8 +1,12 @@
 """ONNX export that carries its own preprocessing: the checkpoint's meta travels in the model's metadata.
 
-The ONNX graph takes float32 [N, 1, S, S] already normalised and returns logits [N, K]; `steelscan.meta`
-in the metadata holds image_size, mean, std, class_names and the rest of the checkpoint meta, so inference
-reads only the artifact.
+Classifiers: the graph takes float32 [N, 1, S, S] already normalised and returns logits [N, K].
+Segmenters: the graph takes float32 [N, 1, h, w] normalised tiles and returns `masks` (probabilities
+[N, 4, h, w], the sigmoid is inside the graph), `presence` (probabilities [N, 4]) and the encoder features
+`feat1..featM`, so that the runtime can cut it into a gate (encoder + presence head) and a decoder that runs
+only on tiles the gate passes (`steelscan.runtime.SegmenterRuntime`).
+`steelscan.meta` in the metadata holds the normalisation, class names, tile size, the tuned post-processing
+and the artifact version, so inference reads only the artifact, never a training config.
 """
 
 from __future__ import annotations
@@ -17,6 +21,53 @@ import torch
 import torch.nn as nn
 
 META_KEY = "steelscan.meta"
+ARTIFACT_FORMAT = "steelscan-onnx"
+ARTIFACT_VERSION = 1
+
+
+class SegmenterGraph(nn.Module):
+    """The export view of a `Segmenter`: probabilities and the encoder features as named outputs."""
+
+    def __init__(self, segmenter: nn.Module, in_chans: int, tile: tuple[int, int]) -> None:
+        super().__init__()
+        self.net, self.in_chans, self.tile = segmenter.net, in_chans, tuple(tile)
+
+    def forward(self, x: torch.Tensor):
+        feats = self.net.encoder(x)
+        # smp's first "feature" is the input itself; the decoder reads only its shape. A placeholder sized by
+        # Python ints (not by the traced input) keeps the decoder independent of the image: the graph can be cut.
+        stand_in = torch.zeros(feats[1].shape[0], self.in_chans, *self.tile, dtype=x.dtype)
+        masks = self.net.segmentation_head(self.net.decoder([stand_in, *feats[1:]]))
+        presence = self.net.classification_head(feats[-1])
+        return (masks.sigmoid(), presence.sigmoid(), *feats[1:])
+
+
+def export_segmenter(model: nn.Module, meta: dict, path: str | Path, tile: tuple[int, int] = (256, 512),
+                     gate_threshold: float = 0.3, opset: int = 17) -> Path:
+    """A segmenter as one ONNX file for inspection. `tile` (h, w; multiples of 32) is the size frames are cut
+    to; a tile goes on to the decoder when any class's presence probability is >= `gate_threshold`."""
+    from steelscan.errors import SteelscanError
+
+    th, tw = tile
+    if th <= 0 or tw <= 0 or th % 32 or tw % 32:
+        raise SteelscanError(f"tile sides must be positive multiples of 32, got {th}x{tw}")
+    if not 0.0 <= gate_threshold <= 1.0:
+        raise SteelscanError(f"gate threshold must be in [0, 1], got {gate_threshold}")
+    path = Path(path)
+    in_chans = int(meta["model_kwargs"].get("in_chans", 1))
+    graph = SegmenterGraph(model, in_chans, (th, tw)).eval()
+    x = torch.zeros(1, in_chans, th, tw)
+    with torch.no_grad():
+        n_feats = len(graph(x)) - 2
+    names = ["masks", "presence", *[f"feat{i + 1}" for i in range(n_feats)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, x, str(path), input_names=["image"], output_names=names,
+                          dynamic_axes={n: {0: "batch"} for n in ["image", *names]}, opset_version=opset, dynamo=False)
+    _attach_meta(path, {**meta, "format": ARTIFACT_FORMAT, "artifact_version": ARTIFACT_VERSION, "tile": [th, tw],
+                        "in_chans": int(x.shape[1]), "tile_gate_threshold": gate_threshold,
+                        "feature_outputs": names[2:]})
+    return path
 
 
 def export_onnx(model: nn.Module, meta: dict, path: str | Path, opset: int = 17) -> Path:

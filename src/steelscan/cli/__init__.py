@@ -17,7 +17,9 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `steelscan --help` stays cheap for modules that import torch lazily.
-    from steelscan.cli import classify, detect, evaluate, grade, models, segment, stats, synth, train, tune
+    from steelscan.cli import (
+        classify, detect, evaluate, export, grade, inspect, models, segment, stats, synth, train, tune,
+    )
 
     app.command("stats")(stats.command)
     app.command("synth")(synth.command)
@@ -27,6 +29,8 @@ def _register() -> None:
     app.command("detect")(detect.command)
     app.command("segment")(segment.command)
     app.command("tune")(tune.command)
+    app.command("export")(export.command)
+    app.command("inspect")(inspect.command)
     app.command("grade")(grade.command)
     app.command("models")(models.command)
     from steelscan.cli.benchmark import benchmark_app

@@ -49,6 +49,10 @@ def command(
     first_number: int = typer.Option(1, "--first-number", help="NEU: first image number per class."),
     workers: int = typer.Option(None, "--workers", help="Worker processes (default: up to 2)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty OUT, replacing generated files."),
+    frame: str = typer.Option("1024x512", "--frame", help="coil: frame WIDTHxHEIGHT in px (across x along), "
+                              "e.g. 1600x256 for Severstal-sized frames."),
+    overlap: int = typer.Option(32, "--overlap", help="coil: rows shared by consecutive frames."),
+    strip_width_mm: float = typer.Option(1250.0, "--strip-width-mm", help="coil: strip width (at 1.5 mm/px across)."),
 ) -> None:
     """Write synthetic steel strip data in exactly the real on-disk formats.
 
@@ -60,7 +64,8 @@ def command(
 
     neu-clean: OUT/clean_1.bmp ... (200x200 BMP), defect-free NEU-like texture (the 2-stage gate's negatives).
 
-    coil: OUT/frames/000000.png ... (1024 across x 512 along, 32 px overlap) + manifest.yaml + defects_truth.json.
+    coil: OUT/frames/000000.png ... (--frame, default 1024 across x 512 along, --overlap 32 px) + manifest.yaml +
+    defects_truth.json.
     """
     from steelscan.data.synthetic import write_coil, write_neu_clean, write_neu_cls, write_neu_det, write_severstal
 
@@ -85,5 +90,9 @@ def command(
         elif kind is SynthKind.neu_clean:
             summary = write_neu_clean(out, n, seed, styles=chosen, first_number=first_number, **common)
         else:
-            summary = write_coil(out, n, seed, **common)
+            w, sep, h = frame.lower().partition("x")
+            if not sep or not w.isdigit() or not h.isdigit():
+                raise SteelscanError(f"--frame expects WIDTHxHEIGHT in px, e.g. 1600x256, got {frame!r}")
+            summary = write_coil(out, n, seed, frame_width=int(w), frame_height=int(h), frame_overlap=overlap,
+                                 strip_width_mm=strip_width_mm, **common)
     typer.echo(summary.line())

@@ -1,0 +1,190 @@
+"""Inspecting a coil: frames in order -> tiles -> gate -> segmenter -> pieces -> records -> defects -> grade.
+
+`inspect_frames` is the loop; it takes any iterable of (index, frame), so a folder (`coil_frames`) and a
+generator (a camera, or `steelscan.data.synthetic.coil.render_frame`) are the same to it. Each frame is
+committed to the store with its pieces in one transaction before the next is read: a process killed
+mid-coil keeps every committed frame, and a re-run skips them (no duplicates). Defects are merged from all
+committed pieces at the end, so a resumed coil gives the same defect list as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import yaml
+
+from steelscan.errors import SteelscanError
+from steelscan.grading import Rules, grade_coil, load_rules
+from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
+from steelscan.inspection.merge import merge_pieces, pieces_from_masks
+from steelscan.inspection.periodic import find_periodic
+from steelscan.inspection.tiles import cut_tiles, stitch
+from steelscan.postprocess import PostProcess, binarize
+from steelscan.runtime import SegmenterRuntime
+from steelscan.store import Store
+
+log = logging.getLogger(__name__)
+FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+
+@dataclass
+class Coil:
+    coil_id: str
+    geometry: StripGeometry
+    frame_shape: tuple[int, int]  # (H, W)
+    n_frames: int
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def length_m(self) -> float:
+        h = self.frame_shape[0]
+        return ((self.n_frames - 1) * self.geometry.step(h) + h) * self.geometry.mm_per_px_along / 1000.0
+
+    def as_dict(self) -> dict:
+        return {"coil_id": self.coil_id, "length_m": round(self.length_m, 4),
+                "strip_width_mm": self.geometry.strip_width_mm, "surface_side": self.geometry.surface_side,
+                "n_frames": self.n_frames, "frame_height_px": self.frame_shape[0], "frame_width_px": self.frame_shape[1],
+                **self.geometry.as_dict()}
+
+
+def frame_paths(coil_dir: Path) -> list[Path]:
+    """Frames of a coil folder (COIL/frames/ or COIL/ itself) in index order; a gap is an error."""
+    folder = coil_dir / "frames" if (coil_dir / "frames").is_dir() else coil_dir
+    if not folder.is_dir():
+        raise SteelscanError(f"coil folder not found: {coil_dir}")
+    found = {}
+    for p in folder.iterdir():
+        m = re.search(r"(\d+)$", p.stem)
+        if p.suffix.lower() in FRAME_SUFFIXES and m:
+            found[int(m.group(1))] = p
+    if not found:
+        raise SteelscanError(f"{folder}: expected numbered frames (e.g. 000000.png), found none")
+    idx = sorted(found)
+    missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
+    if idx[0] != 0 or missing:
+        first = 0 if idx[0] != 0 else missing[0]
+        raise SteelscanError(f"{folder}: frames missing from the sequence: expected frame {first} "
+                             f"({len(missing) + idx[0]} missing of {idx[-1] + 1}); frames must be numbered 0, 1, 2, ...")
+    return [found[i] for i in idx]
+
+
+def read_frame(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """An 8-bit grey frame; truncated, empty, 16-bit or wrong-size frames are refused with the reason."""
+    data = path.read_bytes()
+    if not data:
+        raise SteelscanError(f"frame {path} is empty (0 bytes)")
+    if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        raise SteelscanError(f"frame {path} is truncated: the JPEG has no end marker")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise SteelscanError(f"frame {path} is truncated or not an image")
+    if img.dtype != np.uint8:
+        raise SteelscanError(f"frame {path} is {img.dtype} ({8 * img.itemsize}-bit): expected 8-bit grey")
+    if img.ndim == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    if shape is not None and img.shape != tuple(shape):
+        raise SteelscanError(f"frame {path} is {img.shape[1]}x{img.shape[0]} px; the coil's frames are "
+                             f"{shape[1]}x{shape[0]}")
+    return img
+
+
+def open_coil(coil_dir: Path, manifest_path: Path | None = None, overrides: dict | None = None,
+              coil_id: str | None = None) -> tuple[Coil, list[Path]]:
+    """A coil folder's frames and geometry (manifest.yaml beside the frames unless given; options win)."""
+    paths = frame_paths(coil_dir)
+    manifest_path = manifest_path or (coil_dir / "manifest.yaml")
+    manifest = {}
+    if manifest_path.is_file():
+        try:
+            manifest = yaml.safe_load(manifest_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SteelscanError(f"manifest {manifest_path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(manifest, dict):
+            raise SteelscanError(f"manifest {manifest_path} must be a mapping, got {type(manifest).__name__}")
+    elif manifest_path != coil_dir / "manifest.yaml":
+        raise SteelscanError(f"manifest not found: {manifest_path}")
+    geometry = geometry_from_manifest(manifest, overrides)
+    first = read_frame(paths[0])
+    geometry.validate(first.shape[1], first.shape[0])
+    cid = coil_id or str(manifest.get("coil_id") or coil_dir.resolve().name)
+    return Coil(cid, geometry, first.shape, len(paths), manifest), paths
+
+
+def folder_frames(paths: list[Path], shape: tuple[int, int]) -> Callable[[set[int]], Iterator[tuple[int, np.ndarray]]]:
+    """The frames of a folder as (index, image), skipping committed ones unread."""
+    def frames(skip: set[int]) -> Iterator[tuple[int, np.ndarray]]:
+        for k, p in enumerate(paths):
+            if k not in skip:
+                yield k, read_frame(p, shape)
+    return frames
+
+
+def segment_frame(runtime: SegmenterRuntime, pp: PostProcess, frame: np.ndarray, gate: bool,
+                  batch: int) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """(masks uint8 [C, H, W], probabilities [C, H, W], tiles, tiles decoded) for one frame."""
+    tiles, grid = cut_tiles(frame, runtime.tile)
+    parts = [runtime.predict(tiles[i : i + batch], gate) for i in range(0, len(tiles), batch)]
+    probs = stitch(np.concatenate([p[0] for p in parts]), grid)
+    presence = np.concatenate([p[1] for p in parts]).max(0)
+    decoded = int(sum(int(p[2].sum()) for p in parts))
+    return binarize(probs, pp, presence), probs, len(tiles), decoded
+
+
+def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, np.ndarray]]],
+                   runtime: SegmenterRuntime, store: Store, gate: bool = True, batch: int = 8,
+                   on_frame: Callable[[int, dict], None] | None = None) -> dict:
+    """Inspect and commit every frame not yet committed; returns counts of this run."""
+    pp = PostProcess.from_dict(runtime.meta["postprocess"])
+    names = list(runtime.meta["class_names"])
+    h, w = coil.frame_shape
+    done = store.open_coil(coil.coil_id, {"geometry": coil.as_dict(), "model": runtime.meta.get("model")})
+    if done:
+        log.info("coil %s: resuming, %d frame(s) already committed", coil.coil_id, len(done))
+    stats = {"frames": 0, "resumed": len(done), "tiles": 0, "tiles_decoded": 0, "seconds": 0.0}
+    for k, frame in frames(done):
+        if k >= coil.n_frames:
+            raise SteelscanError(f"frame {k} is past the coil's {coil.n_frames} frames")
+        t0 = time.perf_counter()
+        masks, probs, n_tiles, n_dec = segment_frame(runtime, pp, frame, gate, batch)
+        pieces = pieces_from_masks(k, masks, probs, coil.geometry.owned_rows(k, h, coil.n_frames), names)
+        ms = 1000 * (time.perf_counter() - t0)
+        store.add_frame(coil.coil_id, k, pieces, {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec})
+        stats["frames"] += 1
+        stats["tiles"] += n_tiles
+        stats["tiles_decoded"] += n_dec
+        stats["seconds"] += ms / 1000
+        if on_frame is not None:
+            on_frame(k, {"pieces": len(pieces), "ms": ms, "committed": len(done) + stats["frames"]})
+    return stats
+
+
+def finish_coil(coil: Coil, store: Store, rules: Rules | None = None) -> dict:
+    """Merge the committed pieces into defects, find periodic ones, grade; the coil's result document."""
+    missing = sorted(set(range(coil.n_frames)) - store.frames_done(coil.coil_id))
+    if missing:
+        raise SteelscanError(f"coil {coil.coil_id}: {len(missing)} frame(s) not inspected yet, e.g. {missing[0]}")
+    h, w = coil.frame_shape
+    defects = merge_pieces(store.pieces(coil.coil_id), coil.geometry, w, h)
+    items = [d.as_dict() for d in defects]
+    periodic = [f.as_dict() for f in find_periodic(items)]
+    grade = grade_coil(items, coil.length_m, coil.geometry.strip_width_mm, rules or load_rules()).as_dict()
+    store.close_coil(coil.coil_id, grade)
+    return {"coil": coil.as_dict(), "defects": items, "periodic": periodic, "grade": grade}
+
+
+def write_results(doc: dict, out: Path) -> Path:
+    """defects.json (what `steelscan grade` reads), written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "defects.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,41 @@
+"""Frames to model tiles and back: a frame is reflect-padded to whole tiles, cut, inferred, stitched, cropped.
+
+Shapes: a frame is uint8 [H, W]; tiles uint8 [N, th, tw] in row-major order; probabilities [C, H, W].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    height: int
+    width: int
+    tile: tuple[int, int]
+
+    @property
+    def rows(self) -> int:
+        return -(-self.height // self.tile[0])
+
+    @property
+    def cols(self) -> int:
+        return -(-self.width // self.tile[1])
+
+
+def cut_tiles(frame: np.ndarray, tile: tuple[int, int]) -> tuple[np.ndarray, TileGrid]:
+    grid = TileGrid(frame.shape[0], frame.shape[1], tuple(tile))
+    th, tw = grid.tile
+    ph, pw = grid.rows * th - grid.height, grid.cols * tw - grid.width
+    padded = np.pad(frame, ((0, ph), (0, pw)), mode="reflect") if ph or pw else frame
+    tiles = padded.reshape(grid.rows, th, grid.cols, tw).swapaxes(1, 2).reshape(-1, th, tw)
+    return tiles, grid
+
+
+def stitch(tile_maps: np.ndarray, grid: TileGrid) -> np.ndarray:
+    """[N, C, th, tw] per tile -> [C, H, W] for the frame."""
+    n, c, th, tw = tile_maps.shape
+    full = tile_maps.reshape(grid.rows, grid.cols, c, th, tw).transpose(2, 0, 3, 1, 4)
+    return full.reshape(c, grid.rows * th, grid.cols * tw)[:, : grid.height, : grid.width]
