@@ -1,0 +1,192 @@
+"""The records store: round trip, idempotent frames, resume after a killed process, SQLite WAL, errors."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from steelscan.errors import SteelscanError
+from steelscan.inspection.records import Piece
+from steelscan.store import Store
+
+GEOMETRY = {"frame_h": 256, "frame_w": 1600, "overlap": 32, "mm_per_px": 0.5}
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+def frame_pieces(frame: int, n: int = 2) -> list[Piece]:
+    return [Piece(frame, f"class{i}", 0.5 + 0.1 * i, (i, frame, i + 10, frame + 5), 40 + i) for i in range(n)]
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(str(tmp_path / "sub" / "records.db"))
+    yield s
+    s.close()
+
+
+def test_round_trip_pieces_in_frame_then_insertion_order(store):
+    assert store.open_coil("C1", {"geometry": GEOMETRY, "model": "m"}) == set()
+    # Frames added out of order; pieces must come back by frame, then in insertion order.
+    assert store.add_frame("C1", 1, frame_pieces(1, 3), {"ms": 12.5, "tiles": 4, "tiles_skipped": 1})
+    assert store.add_frame("C1", 0, frame_pieces(0, 2))
+    assert store.add_frame("C1", 2, [])
+    assert store.pieces("C1") == frame_pieces(0, 2) + frame_pieces(1, 3)
+    assert store.frames_done("C1") == {0, 1, 2}
+    c = store.coil("C1")
+    assert c["n_frames"] == 3 and c["status"] == "open" and c["grade"] is None
+    assert c["info"] == {"geometry": GEOMETRY, "model": "m"}
+
+
+def test_add_frame_is_idempotent(store, tmp_path):
+    store.open_coil("C1", {"geometry": GEOMETRY})
+    assert store.add_frame("C1", 0, frame_pieces(0, 2)) is True
+    assert store.add_frame("C1", 0, frame_pieces(0, 5)) is False
+    assert len(store.pieces("C1")) == 2
+    # A second writer (own engine, as another process would have) loses the same race.
+    other = Store(f"sqlite:///{tmp_path / 'sub' / 'records.db'}")
+    try:
+        assert other.add_frame("C1", 0, frame_pieces(0, 1)) is False
+        assert other.add_frame("C1", 1, frame_pieces(1, 1)) is True
+    finally:
+        other.close()
+    assert store.pieces("C1") == frame_pieces(0, 2) + frame_pieces(1, 1)
+    assert store.coil("C1")["n_frames"] == 2
+
+
+def test_resume_after_killed_process(tmp_path):
+    if not hasattr(signal, "SIGKILL"):
+        pytest.skip("needs SIGKILL")
+    db = tmp_path / "records.db"
+    child = textwrap.dedent(f"""
+        import os, signal
+        from datetime import datetime, UTC
+        from sqlalchemy import insert
+        from steelscan.inspection.records import Piece
+        from steelscan.store import Store, frames_table
+        s = Store({str(db)!r})
+        s.open_coil("C7", {{"geometry": {GEOMETRY!r}}})
+        for k in range(3):
+            s.add_frame("C7", k, [Piece(k, "scratch", 0.9, (0, k, 4, k + 4), 16)])
+        # Frame 3 is half written (its transaction is open) when the process dies.
+        with s.engine.begin() as conn:
+            conn.execute(insert(frames_table), {{"coil_id": "C7", "frame": 3, "n_pieces": 1,
+                                                "info": None, "created_at": datetime.now(UTC)}})
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+    s = Store(str(db))
+    try:
+        assert s.open_coil("C7", {"geometry": GEOMETRY}) == {0, 1, 2}
+        assert [p.frame for p in s.pieces("C7")] == [0, 1, 2]
+        for k in range(5):  # the resumed run replays every frame; only 3 and 4 are new
+            assert s.add_frame("C7", k, [Piece(k, "scratch", 0.9, (0, k, 4, k + 4), 16)]) is (k >= 3)
+        assert s.frames_done("C7") == {0, 1, 2, 3, 4}
+        assert [p.frame for p in s.pieces("C7")] == [0, 1, 2, 3, 4]
+    finally:
+        s.close()
+
+
+def test_sqlite_runs_in_wal_mode(store, tmp_path):
+    store.open_coil("C1", {"geometry": GEOMETRY})
+    # journal_mode=WAL is stored in the file: a plain sqlite3 connection sees it too.
+    raw = sqlite3.connect(tmp_path / "sub" / "records.db")
+    try:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        raw.close()
+    with store.engine.connect() as conn:  # per-connection settings
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_geometry_mismatch_is_refused(store):
+    assert store.open_coil("C1", {"geometry": GEOMETRY, "model": "a"}) == set()
+    store.add_frame("C1", 0, frame_pieces(0))
+    # Same geometry (other keys may differ): resumes, and the stored info is kept.
+    assert store.open_coil("C1", {"geometry": dict(GEOMETRY), "model": "b"}) == {0}
+    assert store.coil("C1")["info"]["model"] == "a"
+    with pytest.raises(SteelscanError, match="geometry"):
+        store.open_coil("C1", {"geometry": {**GEOMETRY, "overlap": 64}})
+
+
+@pytest.mark.parametrize("bad", ["", "-lead", "a/b", "../x", "x" * 65, "c 1", 7])
+def test_bad_coil_id_is_refused(store, bad):
+    with pytest.raises(SteelscanError, match=r"coil id must match"):
+        store.open_coil(bad, {"geometry": GEOMETRY})
+    assert store.coils() == []
+
+
+def test_good_coil_ids_are_accepted(store):
+    for cid in ["A", "x" * 64, "2026-05-09_coil.7"]:
+        store.open_coil(cid, {})
+    assert len(store.coils()) == 3
+
+
+def test_unknown_coil(store):
+    with pytest.raises(SteelscanError, match="NOPE"):
+        store.coil("NOPE")
+    with pytest.raises(SteelscanError, match="unknown coil 'NOPE'"):
+        store.add_frame("NOPE", 0, frame_pieces(0))
+    with pytest.raises(SteelscanError, match="unknown coil 'NOPE'"):
+        store.close_coil("NOPE", {"grade": "A"})
+    assert store.frames_done("NOPE") == set()
+
+
+def test_close_coil_stores_grade_and_status(store, tmp_path):
+    store.open_coil("C1", {"geometry": GEOMETRY})
+    store.add_frame("C1", 0, frame_pieces(0))
+    store.close_coil("C1", {"grade": "B", "score": 0.75, "reasons": ["scratch > 2 m"]})
+    again = Store(str(tmp_path / "sub" / "records.db"))  # read back through a fresh engine
+    try:
+        c = again.coil("C1")
+    finally:
+        again.close()
+    assert c["status"] == "closed"
+    assert c["grade"] == {"grade": "B", "score": 0.75, "reasons": ["scratch > 2 m"]}
+    assert c["n_frames"] == 1
+    assert "T" in c["created_at"] and c["created_at"].endswith("+00:00")
+
+
+def test_coils_newest_first_and_paginated(store):
+    ids = [f"C{i}" for i in range(5)]
+    for cid in ids:
+        store.open_coil(cid, {"geometry": GEOMETRY})
+    store.add_frame("C3", 0, [])
+    newest_first = ids[::-1]
+    assert [c["coil_id"] for c in store.coils()] == newest_first
+    assert [c["coil_id"] for c in store.coils(limit=2)] == newest_first[:2]
+    assert [c["coil_id"] for c in store.coils(limit=2, offset=2)] == newest_first[2:4]
+    assert [c["coil_id"] for c in store.coils(limit=2, offset=4)] == newest_first[4:]
+    assert store.coils(offset=5) == []
+    assert {c["coil_id"]: c["n_frames"] for c in store.coils()} == {"C0": 0, "C1": 0, "C2": 0, "C3": 1, "C4": 0}
+    with pytest.raises(SteelscanError, match="limit"):
+        store.coils(limit=-1)
+
+
+def test_bad_inputs(store, tmp_path):
+    with pytest.raises(SteelscanError, match="mysql"):
+        Store("mysql://u@h/db")
+    store.open_coil("C1", {})
+    with pytest.raises(SteelscanError, match="frame=1"):
+        store.add_frame("C1", 1, frame_pieces(0))
+    with pytest.raises(SteelscanError, match="JSON"):
+        store.add_frame("C1", 0, [], {"ms": object()})
+    assert store.frames_done("C1") == set()  # nothing half-written by the refusals
+
+
+def test_url_forms(tmp_path):
+    for url in (f"sqlite:///{tmp_path / 'a' / 'r.db'}", str(tmp_path / "b" / "r.db")):
+        s = Store(url)
+        s.open_coil("C1", {})
+        s.close()
+    assert (tmp_path / "a" / "r.db").exists() and (tmp_path / "b" / "r.db").exists()
