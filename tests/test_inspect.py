@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,7 +66,6 @@ def test_tiny_end_to_end_inspect(coil_and_artifact, tmp_path, capsys):
 
 KILLER = """
 import os, signal, sys
-from pathlib import Path
 from steelscan.inspection.runner import folder_frames, inspect_frames, open_coil
 from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store

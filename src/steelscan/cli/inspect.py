@@ -47,7 +47,9 @@ def command(
     Frames are committed to the records store one by one; re-running a killed inspection resumes it.
     """
     from steelscan.grading import load_rules
-    from steelscan.inspection.runner import finish_coil, folder_frames, inspect_frames, open_coil, write_results
+    from steelscan.inspection.runner import (
+        finish_coil, folder_frames, inspect_frames, open_coil, read_frame, write_results,
+    )
     from steelscan.report import write_report
     from steelscan.runtime import SegmenterRuntime
     from steelscan.store import Store
@@ -71,15 +73,8 @@ def command(
     doc = finish_coil(coil, store, rule_set)
     store.close()
     results = write_results(doc, out)
-    frames_by_index = dict(enumerate(paths))
-
-    def read(k: int):
-        from steelscan.inspection.runner import read_frame
-
-        return read_frame(frames_by_index[k], coil.frame_shape)
-
-    report = write_report(out / "report", doc["coil"], doc["defects"], doc["periodic"], doc["grade"], read,
-                          runtime.meta["class_names"])
+    report = write_report(out / "report", doc["coil"], doc["defects"], doc["periodic"], doc["grade"],
+                          lambda k: read_frame(paths[k], coil.frame_shape), runtime.meta["class_names"])
     print_summary(con, doc, stats, results, report, time.perf_counter() - t0)
 
 

@@ -68,11 +68,10 @@ def frame_paths(coil_dir: Path) -> list[Path]:
     if not found:
         raise SteelscanError(f"{folder}: expected numbered frames (e.g. 000000.png), found none")
     idx = sorted(found)
-    missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
-    if idx[0] != 0 or missing:
-        first = 0 if idx[0] != 0 else missing[0]
-        raise SteelscanError(f"{folder}: frames missing from the sequence: expected frame {first} "
-                             f"({len(missing) + idx[0]} missing of {idx[-1] + 1}); frames must be numbered 0, 1, 2, ...")
+    missing = sorted(set(range(idx[-1] + 1)) - set(idx))
+    if missing:
+        raise SteelscanError(f"{folder}: frames missing from the sequence: {len(missing)} of 0..{idx[-1]}, the first "
+                             f"is frame {missing[0]} (frames are numbered 0, 1, 2, ... from the coil head)")
     return [found[i] for i in idx]
 
 
