@@ -32,8 +32,9 @@ def coil_and_artifact(tmp_path_factory):
     torch.manual_seed(0)
     model = build_segmenter("unet_efficientnet_lite0").eval()
     mean, std = segmenter_normalise("unet_efficientnet_lite0")
-    # low thresholds and areas: an untrained model then finds "defects", which exercises every step
-    pp = PostProcess(threshold=(0.5,) * 4, min_area=(20,) * 4)
+    # thresholds near the untrained head's prior (P = 0.01) and small areas: an untrained model then finds
+    # "defects", which exercises every step
+    pp = PostProcess(threshold=(0.0101,) * 4, min_area=(20,) * 4)
     meta = {"task": "segmentation", "model": "unet_efficientnet_lite0", "model_kwargs": {"in_chans": 1},
             "class_names": ["1", "2", "3", "4"], "mean": mean, "std": std, "postprocess": pp.as_dict()}
     artifact = export_segmenter(model, meta, root / "seg.onnx", (64, 128), gate_threshold=0.0)
@@ -48,7 +49,7 @@ def test_tiny_end_to_end_inspect(coil_and_artifact, tmp_path, capsys):
     assert "grade" in text and "report:" in text
     doc = json.loads((out / "defects.json").read_text())
     assert doc["coil"]["coil_id"] == "SYN000004" and doc["coil"]["n_frames"] == 6
-    assert doc["grade"]["grade"] and isinstance(doc["periodic"], list)
+    assert doc["grade"]["grade"] and isinstance(doc["periodic"], list) and doc["defects"]
     for d in doc["defects"]:
         assert {"id", "class", "confidence", "along_m", "across_mm", "length_mm", "width_mm", "area_mm2", "frame",
                 "bbox"} <= set(d)
@@ -66,6 +67,7 @@ def test_tiny_end_to_end_inspect(coil_and_artifact, tmp_path, capsys):
 
 KILLER = """
 import os, signal, sys
+from pathlib import Path
 from steelscan.inspection.runner import folder_frames, inspect_frames, open_coil
 from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store
