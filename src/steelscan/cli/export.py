@@ -39,8 +39,10 @@ def command(
     gate_threshold: float = typer.Option(0.3, "--gate-threshold", min=0.0, max=1.0,
                                          help="Segmenters: decode a tile when a class's presence >= this"),
 ) -> None:
-    """Write one artifact that carries the preprocessing, class names and tuned post-processing; inference
-    (`steelscan inspect`, the service) reads only it."""
+    """Export one ONNX artifact carrying its preprocessing, class names and tuned post-processing.
+
+    Inference (`steelscan inspect`, the service) reads only the artifact, never a training config.
+    """
     if fmt not in ("onnx", "openvino"):
         raise ValueError(f"--format expects onnx or openvino, got {fmt!r}")
     out = out or Path(f"{Path(model).name.removesuffix('.pt')}.onnx")

@@ -34,8 +34,11 @@ def command(
     min_component: int = typer.Option(None, "--min-component", min=0, help="Remove components below this (px)"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: the model's)"),
 ) -> None:
-    """Choose per class the pixel threshold, the minimum area (and the hard gate's threshold) that maximise
-    the Kaggle Dice; report the cross-validated Dice and save the values into the checkpoint."""
+    """Tune per-class thresholds and minimum areas by cross-validation; save them into the checkpoint.
+
+    Per class: the pixel threshold, the minimum area (and with --gate hard the gate threshold) that maximise
+    the Kaggle Dice. The cross-validated Dice is the honest estimate; the fitted one is optimistic.
+    """
     from dataclasses import replace
 
     import numpy as np
