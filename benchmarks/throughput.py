@@ -1,0 +1,237 @@
+"""Inspection-station throughput: eager PyTorch on whole frames vs the steelscan tiled, gated ONNX path.
+
+One process, the same frames and the same weights for every row:
+
+* "eager PyTorch (Kaggle-notebook style)": the checkpoint's model in eval mode under `torch.inference_mode()`,
+  each full 256x1600 frame as one tensor (`--eager-batch` frames per call), sigmoid, then `binarize` with the
+  checkpoint's PostProcess (threshold + min area), as a Kaggle notebook does;
+* "steelscan inspection path": the artifact exported from the same checkpoint (`export_segmenter`, tile
+  `--tile`, default the checkpoint's crop; 1600 is no multiple of 512, so the tiler reflect-pads to 2048)
+  through `segment_frame` with the tile gate on, `--batch` tiles per call;
+* optional `--variants` rows: gate-off, batch1, int8 (ORT static QDQ, per-channel, of the artifact,
+  calibrated on tiles of frames after the timed ones, never the frames it is scored on, when there are any).
+
+Timing: 2 warm-up frames, then all `--frames` frames, best of `--repeats` passes; torch and ORT use `--threads`
+threads. Each pass covers normalising, inference and binarizing. Dice is the Kaggle Dice of each row's masks
+against the true masks, beside the all-empty baseline. Peak = fp32 2048x2048 `torch.matmul`, best of 5.
+Achieved GFLOP/s counts the work each path really runs (FlopCounterMode, multiply-add = 2 FLOPs): eager =
+the full model on the 256x1600 frame; tiled = encoder + presence head on every tile (padding included),
+decoder only on decoded tiles, so the gate's skipped work shows as speed, not as FLOPs.
+
+    .venv/bin/python benchmarks/throughput.py --model severstal --frames 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch.utils.flop_counter import FlopCounterMode
+
+from steelscan.data.severstal import SeverstalDataset
+from steelscan.evaluate_segmentation import dice_report
+from steelscan.export import _attach_meta, export_segmenter, read_onnx_meta
+from steelscan.inspection.runner import segment_frame
+from steelscan.inspection.tiles import cut_tiles
+from steelscan.postprocess import PostProcess, binarize
+from steelscan.runs import load_checkpoint
+from steelscan.runtime import SegmenterRuntime
+
+NEED_MPX_S = (20_000 / 0.5) * (2_000 / 0.5) / 1e6  # rows/s (20 m/s) x px/row (2 m), 0.5 mm/px: 160 Mpx/s
+VARIANTS = ("gate-off", "batch1", "int8")
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.matmul(a, b)  # warm-up: first call allocates and picks kernels
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def quantize_segmenter_int8(src: Path, dst: Path, calibration: np.ndarray) -> Path:
+    """Static int8 (QDQ, per-channel), as `steelscan.export.quantize_int8`, but with ORT's symbolic shape
+    inference skipped: it stops with "Incomplete symbolic shape inference" on the segmenter graph."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter([{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    pre = dst.with_suffix(".pre.onnx")
+    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    _attach_meta(dst, {**read_onnx_meta(src), "quantization": "int8 static QDQ, per-channel"})
+    return dst
+
+
+def count_flops(fn, *args) -> int:
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        fn(*args)
+    return int(fc.get_total_flops())
+
+
+def best_pass(run, frames: list[np.ndarray], repeats: int) -> tuple[float, list]:
+    """run(frames) -> per-frame outputs; warm up on 2 frames, then the best of `repeats` full passes."""
+    run(frames[:2])
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = run(frames)
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="severstal")
+    ap.add_argument("--data", default="out/synth-severstal")
+    ap.add_argument("--frames", type=int, default=30)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch", type=int, default=8, help="tiles per ORT call on the inspection path")
+    ap.add_argument("--eager-batch", type=int, default=1, help="frames per call on the eager path")
+    ap.add_argument("--tile", type=int, nargs=2, metavar=("H", "W"), help="default: the checkpoint's crop")
+    ap.add_argument("--gate-threshold", type=float, default=0.3, help="the artifact's tile gate threshold")
+    ap.add_argument("--variants", default="", help=f"comma list of extra rows from {', '.join(VARIANTS)}")
+    ap.add_argument("--calibration", type=int, default=4, help="frames (after the timed ones) to calibrate int8")
+    ap.add_argument("--json", default="benchmarks/results/throughput.json")
+    args = ap.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    if set(variants) - set(VARIANTS):
+        ap.error(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
+    torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
+
+    model, meta = load_checkpoint(args.model)
+    model.eval()
+    pp = PostProcess.from_dict(meta["postprocess"])
+    tile = tuple(args.tile or meta.get("crop") or (256, 512))
+    ds = SeverstalDataset.from_root(args.data)  # decode only the frames used, not the whole folder
+    n_calib = args.calibration if "int8" in variants else 0
+    items = [ds[i] for i in range(min(len(ds), args.frames + n_calib))]
+    frames, truths = [it["image"] for it in items[: args.frames]], [it["mask"] for it in items[: args.frames]]
+    calib_frames = [it["image"] for it in items[args.frames :]] or frames  # fall back, said in the JSON
+    h, w = frames[0].shape
+    mean, std = float(meta["mean"]), float(meta["std"])
+    synthetic = "synth" in Path(args.data).resolve().name.lower()
+
+    peak = matmul_peak_gflops()
+    x1 = torch.zeros(1, 1, h, w)
+    frame_flops = count_flops(model, x1)  # whole 256x1600 frame (multiples of 32: no padding)
+    xt = torch.zeros(1, 1, *tile)
+    tile_flops = count_flops(model, xt)
+    enc_flops = count_flops(lambda x: model.net.classification_head(model.net.encoder(x)[-1]), xt)
+    n_tiles = len(cut_tiles(frames[0], tile)[0])
+
+    def eager(batch_frames: list[np.ndarray]) -> list[tuple[np.ndarray, int, int]]:
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(batch_frames), args.eager_batch):
+                x = torch.from_numpy(np.stack(batch_frames[i : i + args.eager_batch])).float()
+                x = x.div_(255.0).sub_(mean).div_(std).unsqueeze(1)
+                m, p = model(x)
+                m, p = m.sigmoid().numpy(), p.sigmoid().numpy()
+                out += [(binarize(mi, pp, pi), 1, 1) for mi, pi in zip(m, p)]
+        return out
+
+    def tiled(runtime: SegmenterRuntime, gate: bool, batch: int):
+        def run(batch_frames: list[np.ndarray]) -> list[tuple[np.ndarray, int, int]]:
+            return [(r[0], r[2], r[3]) for r in (segment_frame(runtime, pp, f, gate, batch) for f in batch_frames)]
+        return run
+
+    rows = []
+
+    def add_row(name: str, run, flops_of) -> None:
+        seconds, out = best_pass(run, frames, args.repeats)
+        fps = len(frames) / seconds
+        tiles, decoded = sum(o[1] for o in out), sum(o[2] for o in out)
+        flops = flops_of(tiles / len(out), decoded / len(out))
+        rep = dice_report([o[0] for o in out], truths)
+        rows.append({"path": name, "frames_per_s": fps, "mpx_per_s": fps * h * w / 1e6, "ms_per_frame": 1000 / fps,
+                     "tiles_per_frame": tiles / len(out), "decoded_share": decoded / tiles,
+                     "flops_per_frame": flops, "gflops_achieved": flops * fps / 1e9,
+                     "share_of_peak": flops * fps / 1e9 / peak, "dice_kaggle": rep["dice_kaggle"],
+                     "all_empty_dice": rep["all_empty_dice"], "per_class_dice": rep["per_class_dice"]})
+
+    add_row(f"eager PyTorch (Kaggle-notebook style), batch {args.eager_batch}", eager, lambda t, d: frame_flops)
+    tiled_flops = lambda t, d: t * enc_flops + d * (tile_flops - enc_flops)  # noqa: E731
+    int8_note = None
+    with tempfile.TemporaryDirectory() as tmp:
+        art = export_segmenter(model, meta, Path(tmp) / "seg.onnx", tile, args.gate_threshold)
+        rt = SegmenterRuntime(art, args.threads)
+        add_row(f"steelscan inspection path, gate on, batch {args.batch}", tiled(rt, True, args.batch), tiled_flops)
+        if "gate-off" in variants:
+            add_row(f"steelscan, gate off, batch {args.batch}", tiled(rt, False, args.batch), tiled_flops)
+        if "batch1" in variants:
+            add_row("steelscan, gate on, batch 1", tiled(rt, True, 1), tiled_flops)
+        if "int8" in variants:
+            calib = rt.normalise(np.concatenate([cut_tiles(f, tile)[0] for f in calib_frames[: args.calibration]]))
+            try:
+                q = SegmenterRuntime(quantize_segmenter_int8(art, Path(tmp) / "seg.int8.onnx", calib), args.threads)
+                add_row(f"steelscan int8 (static QDQ), gate on, batch {args.batch}", tiled(q, True, args.batch),
+                        tiled_flops)
+                int8_note = f"calibrated on {len(calib)} tiles" + (
+                    " of the timed frames (no spare frames)" if calib_frames is frames else " of untimed frames")
+            except Exception as exc:  # noqa: BLE001 - int8 is an optional row; say why it is missing
+                int8_note = f"skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    load_after = os.getloadavg()
+
+    base = rows[0]["frames_per_s"]
+    for r in rows:
+        r["speedup_vs_eager"] = r["frames_per_s"] / base
+    kind = "SYNTHETIC frames" if synthetic else "frames"
+    table = Table("path", "frames/s", "Mpx/s", "ms/frame", "x eager", "tiles decoded", "GFLOP/s (% peak)",
+                  "Dice (all-empty)",
+                  title=f"{args.model} ({meta['model']}) on {len(frames)} {kind} {w}x{h} of {args.data}, "
+                        f"tile {tile[0]}x{tile[1]}, {args.threads} threads",
+                  caption=f"GFLOP/s = work actually run x frames/s: eager = full model per frame "
+                          f"({frame_flops / 1e9:.1f} GFLOP); tiled = encoder + presence on all {n_tiles} tiles "
+                          f"(padding included), decoder only on decoded tiles. fp32 matmul peak {peak:.0f} GFLOP/s.")
+    for r in rows:
+        table.add_row(r["path"], f"{r['frames_per_s']:.2f}", f"{r['mpx_per_s']:.2f}", f"{r['ms_per_frame']:.0f}",
+                      f"{r['speedup_vs_eager']:.2f}", f"{100 * r['decoded_share']:.0f}%",
+                      f"{r['gflops_achieved']:.1f} ({100 * r['share_of_peak']:.0f}%)",
+                      f"{r['dice_kaggle']:.4f} ({r['all_empty_dice']:.4f})")
+    con = Console()
+    con.print(table)
+    con.print(f"physical need: {NEED_MPX_S:.0f} Mpx/s per surface (20 m/s x 2 m at 0.5 mm/px); best row here "
+              f"{max(r['mpx_per_s'] for r in rows):.2f} Mpx/s. load average {load_before[0]:.2f} before, "
+              f"{load_after[0]:.2f} after" + (f"; int8: {int8_note}" if int8_note else ""))
+    import onnxruntime
+
+    doc = {"model": args.model, "arch": meta["model"], "data": args.data, "synthetic": synthetic,
+           "n_frames": len(frames), "frame_shape": [h, w], "tile": list(tile), "tiles_per_frame": n_tiles,
+           "gate_threshold": args.gate_threshold, "threads": args.threads, "batch": args.batch,
+           "eager_batch": args.eager_batch, "repeats": args.repeats, "variants": variants, "int8": int8_note,
+           "matmul_peak_gflops": peak, "flops_per_frame_eager": frame_flops, "flops_per_tile": tile_flops,
+           "flops_per_tile_encoder_presence": enc_flops, "flops_convention": "multiply-add = 2 FLOPs",
+           "need_mpx_per_s_per_surface": NEED_MPX_S, "load_average_before": load_before,
+           "load_average_after": load_after, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+           "onnxruntime": onnxruntime.__version__, "rows": rows}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+if __name__ == "__main__":
+    main()

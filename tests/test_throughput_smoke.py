@@ -1,0 +1,49 @@
+"""Smoke test of benchmarks/throughput.py: 3 tiny synthetic frames, a random Lite0 U-Net, one pass."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import torch
+
+from steelscan.data.synthetic import write_severstal
+from steelscan.models.segmenter import build_segmenter
+from steelscan.postprocess import PostProcess
+from steelscan.runs import save_checkpoint
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
+
+
+def _load_benchmark():
+    spec = importlib.util.spec_from_file_location("throughput_bench", BENCH)  # benchmarks/ is not a package
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_throughput_benchmark_smoke(tmp_path):
+    data = tmp_path / "synth"
+    write_severstal(data, n=3, seed=1, workers=1)
+    torch.manual_seed(0)
+    model = build_segmenter("unet_efficientnet_lite0")
+    meta = {"task": "segmentation", "model": "unet_efficientnet_lite0",
+            "model_kwargs": {"num_classes": 4, "in_chans": 1, "pretrained": False},
+            "class_names": ["1", "2", "3", "4"], "mean": 0.5, "std": 0.5, "crop": [256, 512],
+            "postprocess": PostProcess().as_dict()}
+    ckpt = tmp_path / "tiny.pt"
+    save_checkpoint(ckpt, model, meta)
+    out = tmp_path / "throughput.json"
+    bench = _load_benchmark()
+    bench.main(["--model", str(ckpt), "--data", str(data), "--frames", "3", "--repeats", "1", "--json", str(out)])
+
+    doc = json.loads(out.read_text())
+    assert doc["matmul_peak_gflops"] > 0 and doc["flops_per_frame_eager"] > 0
+    assert doc["synthetic"] and doc["n_frames"] == 3
+    paths = [r["path"] for r in doc["rows"]]
+    assert len(paths) == 2 and paths[0].startswith("eager PyTorch") and paths[1].startswith("steelscan inspection")
+    for r in doc["rows"]:
+        assert r["frames_per_s"] > 0 and r["mpx_per_s"] > 0
+        assert 0.0 <= r["dice_kaggle"] <= 1.0 and 0.0 <= r["all_empty_dice"] <= 1.0
+        assert 0.0 <= r["decoded_share"] <= 1.0
