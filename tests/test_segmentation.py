@@ -258,3 +258,19 @@ def test_segment_and_tune_refuse_bad_input(seg_run, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", str(run), "--data", str(tmp_path / "empty")]) == 2
     assert "expected a Severstal folder with train.csv" in capsys.readouterr().err
+
+
+def test_loss_study_trains_each_loss_and_tabulates(seg_run, tmp_path, capsys):
+    _, syn = seg_run
+    out = tmp_path / "losses"
+    argv = ["experiment", "losses", str(REPO / "configs" / "severstal_tiny.yaml"), "--test", str(syn), "--out",
+            str(out), "--set", f"data.root={syn}", "--set", "train.max_steps=1", "--set", "train.threads=1"]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert [r["loss"] for r in res["rows"]] == ["bce", "weighted_bce", "bce_dice", "focal"]
+    for r in res["rows"]:
+        assert set(r) >= {"val", "val_tuned", "test"} and 0 <= r["val_tuned"]["dice_kaggle"] <= 1
+        assert r["test"]["n_images"] == 12 and len(r["val_tuned"]["threshold"]) == 4
+    assert (out / "losses.png").is_file()
+    text = capsys.readouterr().out
+    assert "all-empty baseline" in text and "focal" in text

@@ -89,13 +89,17 @@ LOSS_STUDY = {
 
 def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (), test: Path | None = None,
                    log=print) -> dict:
-    """Train `config` once per loss of LOSS_STUDY; score each on the validation split and, if given, on a test
-    folder (Kaggle layout, every image). Post-processing is the config's for all, so only the loss differs."""
+    """Train `config` once per loss of LOSS_STUDY and score each three ways: on the validation split with the
+    config's post-processing ("val"); with post-processing tuned on that split, as its cross-validated Dice
+    ("val_tuned"); and, if given, on a test folder (Kaggle layout, every image) with the val-tuned values
+    ("test"). Short CPU runs leave probabilities low, so fixed thresholds can hide what a loss learned."""
     from steelscan.config import load_config
-    from steelscan.data.segmentation import load_samples
-    from steelscan.evaluate_segmentation import evaluate_segmentation_model
+    from steelscan.data.segmentation import load_samples, load_segmentation_split
+    from steelscan.evaluate_segmentation import evaluate_segmentation_model, predict_probabilities
+    from steelscan.postprocess import PostProcess
     from steelscan.runs import load_checkpoint
     from steelscan.train import fit
+    from steelscan.tune import tune_postprocess
 
     configs = {name: load_config(config, [*overrides, *sets]) for name, sets in LOSS_STUDY.items()}
     if any(c.task != "segmentation" for c in configs.values()):
@@ -103,16 +107,28 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
     test_samples = load_samples(test) if test is not None else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, val_samples = [], None
     for name, cfg in configs.items():
         log(f"loss {name}: training")
         run = fit(cfg.model_copy(update={"out_dir": str(out / "runs"), "name": name}))
         row = {"loss": name, "run": str(run), "val": json.loads((run / "metrics.json").read_text())}
         row["val"].pop("history", None)
+        net, meta = load_checkpoint(run)
+        if val_samples is None:
+            roots = [cfg.data.root, *([cfg.data.extra_root] if cfg.data.extra_root else [])]
+            val_samples = load_segmentation_split(roots, cfg.data.val_remainders).val
+        probs, presence = predict_probabilities(net, [s.image for s in val_samples], meta["mean"], meta["std"])
+        tuned, report = tune_postprocess(probs, presence, np.stack([s.mask for s in val_samples]),
+                                         PostProcess.from_dict(meta["postprocess"]), n_folds=min(5, len(val_samples)))
+        names = list(row["val"]["per_class_dice"])
+        row["val_tuned"] = {"dice_kaggle": report["dice_cv"], "n_images": report["n_images"],
+                            "per_class_dice": {c: r["dice_cv"] for c, r in zip(names, report["per_class"])},
+                            "all_empty_dice": row["val"]["all_empty_dice"],
+                            "all_empty_per_class_dice": row["val"]["all_empty_per_class_dice"],
+                            "threshold": list(tuned.threshold), "min_area": list(tuned.min_area)}
         if test_samples:
-            net, meta = load_checkpoint(run)
-            row["test"] = evaluate_segmentation_model(net, meta, [s.image for s in test_samples],
-                                                      [s.mask for s in test_samples])
+            row["test"] = evaluate_segmentation_model(net, {**meta, "postprocess": tuned.as_dict()},
+                                                      [s.image for s in test_samples], [s.mask for s in test_samples])
         rows.append(row)
     result = {"config": str(config), "overrides": list(overrides), "test": str(test) if test else None, "rows": rows}
     (out / "results.json").write_text(json.dumps(result, indent=2))
@@ -120,12 +136,16 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
     return result
 
 
+PART_TITLES = {"val": "validation, config thresholds", "val_tuned": "validation, tuned (cross-validated)",
+               "test": "test, val-tuned thresholds"}
+
+
 def plot_loss_study(rows: list[dict], out: Path, title: str) -> None:
-    parts = [p for p in ("val", "test") if p in rows[0]]
+    parts = [p for p in ("val", "val_tuned", "test") if p in rows[0]]
     classes = list(rows[0]["val"]["per_class_dice"])
     labels = [f"class {c}" for c in classes] + ["Kaggle Dice"]
     width = 0.8 / len(rows)
-    fig, axes = plt.subplots(1, len(parts), figsize=(6.5 * len(parts), 3.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(parts), figsize=(6 * len(parts), 3.8), squeeze=False)
     for ax, part in zip(axes[0], parts):
         for i, r in enumerate(rows):
             m = r[part]
@@ -136,7 +156,7 @@ def plot_loss_study(rows: list[dict], out: Path, title: str) -> None:
                 [base["all_empty_per_class_dice"][c] for c in classes] + [base["all_empty_dice"]], "k_", ms=22,
                 mew=2, label="all-empty baseline")
         ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
-        ax.set_ylim(0, 1.02); ax.set_ylabel("Dice"); ax.set_title(f"{part} ({base['n_images']} images)")  # noqa: E702
+        ax.set_ylim(0, 1.02); ax.set_ylabel("Dice"); ax.set_title(f"{PART_TITLES[part]} ({base['n_images']} images)")  # noqa: E702
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title)
     fig.tight_layout()

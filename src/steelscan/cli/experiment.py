@@ -57,7 +57,7 @@ def losses(
     setup_logging()
     con = Console()
     res = run_loss_study(config, out, set_, test, log=lambda s: con.print(f"[bold]{s}[/]"))
-    for part in ("val", "test"):
+    for part in ("val", "val_tuned", "test"):
         if part in res["rows"][0]:
             con.print(dice_table(res, part))
     con.print(f"results: {out / 'results.json'}, plot: {out / 'losses.png'}")
@@ -67,7 +67,9 @@ def dice_table(res: dict, part: str) -> Table:
     """Loss x class Dice (Kaggle rule), the Kaggle Dice, and the all-empty baseline as the last row."""
     first = res["rows"][0][part]
     classes = list(first["per_class_dice"])
-    source = "validation split" if part == "val" else f"test: {res['test']}"
+    from steelscan.experiments import PART_TITLES
+
+    source = PART_TITLES[part] + (f" ({res['test']})" if part == "test" else "")
     table = Table("loss", *[f"class {c}" for c in classes], "Kaggle Dice",
                   title=f"{res['config']} - {source} ({first['n_images']} images)")
     for r in res["rows"]:
