@@ -149,6 +149,11 @@ def test_tuner_finds_the_known_best_threshold_and_area():
     # 0.45 is the only perfect threshold: it drops the 0.42 distractor and keeps every defect pixel
     assert tuned.threshold[0] == 0.45 and report["per_class"][0]["dice_fit"] == 1.0
     assert report["per_class"][0]["dice_cv"] == 1.0 and report["per_class"][0]["dice_fit"] > report["dice_before"]
+    assert not report["per_class"][0]["kept"]
+    # values that are already perfect are kept: the search cannot beat them out of sample
+    kept, rep_kept = tune_postprocess(probs, presence, truths, PostProcess(threshold=(0.45, 0.5, 0.5, 0.5),
+                                                                            min_area=(0,) * 4), n_folds=4)
+    assert rep_kept["per_class"][0]["kept"] and kept.threshold[0] == 0.45
     # with a 0.3 threshold forced, a minimum area must remove the 40 px distractor but keep the 128 px defects
     _, rep = tune_postprocess(probs, presence, truths, base, n_folds=4, thresholds=(0.35,), areas=(0, 100, 200))
     assert rep["per_class"][0]["dice_fit"] == 1.0
@@ -238,7 +243,9 @@ def test_tiny_end_to_end_train_tune_evaluate_segment(seg_run, tmp_path, capsys):
     ev = json.loads(out_json.read_text())
     assert ev["task"] == "segmentation" and ev["n_images"] == 12
     assert {"dice_kaggle", "per_class_dice", "ms_per_image", "all_empty_dice"} <= set(ev)
-    assert ev["dice_kaggle"] == pytest.approx(tuned["dice_fit"])  # evaluate uses the saved, tuned values
+    # evaluate uses the saved values: kept classes score as before, searched ones as fitted on these images
+    expected = np.mean([r["dice_before"] if r["kept"] else r["dice_fit"] for r in tuned["per_class"]])
+    assert ev["dice_kaggle"] == pytest.approx(expected)
 
     sub = tmp_path / "sub.csv"
     assert main(["segment", str(syn / "train_images"), "--model", str(run), "--out", str(tmp_path / "seg"),
@@ -274,3 +281,17 @@ def test_loss_study_trains_each_loss_and_tabulates(seg_run, tmp_path, capsys):
     assert (out / "losses.png").is_file()
     text = capsys.readouterr().out
     assert "all-empty baseline" in text and "focal" in text
+
+
+def test_builtin_severstal_evaluates_offline_on_a_kaggle_folder(seg_run, tmp_path):
+    from steelscan.runs import BUILTIN_DIR, load_checkpoint
+
+    assert (BUILTIN_DIR / "severstal.pt").is_file() and (BUILTIN_DIR / "severstal.md").is_file()
+    assert (BUILTIN_DIR / "severstal.pt").stat().st_size <= 40 * 2**20
+    _, meta = load_checkpoint("severstal")
+    assert meta["task"] == "segmentation" and meta["postprocess"]["tuned"]  # shipped with tuned values
+    _, syn = seg_run
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "severstal", "--data", str(syn), "--json", str(out)]) == 0
+    ev = json.loads(out.read_text())
+    assert ev["n_images"] == 12 and 0 <= ev["dice_kaggle"] <= 1 and "all_empty_dice" in ev

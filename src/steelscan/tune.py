@@ -55,10 +55,12 @@ def _best(scores: np.ndarray) -> tuple[int, ...]:
 def tune_postprocess(probs: np.ndarray, presence: np.ndarray, truths: np.ndarray, base: PostProcess,
                      n_folds: int = 5, seed: int = 0, thresholds=THRESHOLDS, areas=MIN_AREAS,
                      gates=GATE_THRESHOLDS) -> tuple[PostProcess, dict]:
-    """Search per class; return the post-processing fitted on all images and a report.
+    """Search per class; return the post-processing and a report.
 
-    The report's `dice_cv` is the honest number: each fold is scored with values chosen on the other folds.
-    `dice_fit` (values chosen and scored on the same images) is optimistic; `dice_before` uses `base`.
+    The report's `dice_cv` is the honest number for the search: each fold is scored with values chosen on the
+    other folds. `dice_fit` (chosen and scored on the same images) is optimistic; `dice_before` uses `base`.
+    A class keeps its `base` values when the search's `dice_cv` does not beat them (`kept`); `dice_chosen`
+    is the estimate for the values returned (before for kept classes, CV for searched ones).
     """
     n, c = probs.shape[:2]
     if truths.shape != probs.shape or presence.shape != (n, c):
@@ -68,6 +70,8 @@ def tune_postprocess(probs: np.ndarray, presence: np.ndarray, truths: np.ndarray
         raise SteelscanError(f"tuning with {n_folds} folds needs at least {n_folds} images, got {n}")
     gate_grid = gates if base.gate == "hard" else (0.0,)
     folds = np.random.default_rng(seed).permutation(n) % n_folds
+    before = np.array([[_pair_dice(binarize(probs[i].astype(np.float32), base, presence[i])[k], truths[i, k])
+                        for k in range(c)] for i in range(n)]).mean(0)
     chosen: dict[str, list] = {"threshold": [], "min_area": [], "gate_threshold": []}
     per_class = []
     for k in range(c):
@@ -80,16 +84,19 @@ def tune_postprocess(probs: np.ndarray, presence: np.ndarray, truths: np.ndarray
         for f in range(n_folds):
             ft, fa, fg = _best(scores[folds != f])
             cv[folds == f] = scores[folds == f, ft, fa, fg]
-        chosen["threshold"].append(float(thresholds[t]))
-        chosen["min_area"].append(int(areas[a]))
-        chosen["gate_threshold"].append(float(gate_grid[g]) if base.gate == "hard" else base.gate_threshold[k])
-        per_class.append({"dice_fit": float(scores[:, t, a, g].mean()), "dice_cv": float(cv.mean()),
+        # Replace a class's values only when searching beats them out of sample: on small validation sets
+        # the search overfits, and its cross-validated Dice falls below the values it started from.
+        keep = cv.mean() <= before[k]
+        chosen["threshold"].append(base.threshold[k] if keep else float(thresholds[t]))
+        chosen["min_area"].append(base.min_area[k] if keep else int(areas[a]))
+        chosen["gate_threshold"].append(base.gate_threshold[k] if keep or base.gate != "hard" else float(gate_grid[g]))
+        per_class.append({"dice_before": float(before[k]), "dice_fit": float(scores[:, t, a, g].mean()),
+                          "dice_cv": float(cv.mean()), "kept": bool(keep),
                           "n_with_defect": int((truths[:, k].reshape(n, -1).max(1) > 0).sum())})
-    before = np.mean([[_pair_dice(binarize(probs[i].astype(np.float32), base, presence[i])[k], truths[i, k])
-                       for k in range(c)] for i in range(n)])
-    report = {"n_images": n, "n_folds": n_folds, "per_class": per_class, "dice_before": float(before),
+    report = {"n_images": n, "n_folds": n_folds, "per_class": per_class, "dice_before": float(before.mean()),
               "dice_fit": float(np.mean([r["dice_fit"] for r in per_class])),
               "dice_cv": float(np.mean([r["dice_cv"] for r in per_class])),
+              "dice_chosen": float(np.mean([r["dice_before"] if r["kept"] else r["dice_cv"] for r in per_class])),
               "all_empty_dice": float((truths.reshape(n, c, -1).max(2) == 0).mean()),
               "grid": {"thresholds": list(thresholds), "min_areas": list(areas), "gate_thresholds": list(gate_grid)}}
     tuned = replace(base, threshold=tuple(chosen["threshold"]), min_area=tuple(chosen["min_area"]),
