@@ -295,3 +295,16 @@ def test_builtin_severstal_evaluates_offline_on_a_kaggle_folder(seg_run, tmp_pat
     assert main(["evaluate", "severstal", "--data", str(syn), "--json", str(out)]) == 0
     ev = json.loads(out.read_text())
     assert ev["n_images"] == 12 and 0 <= ev["dice_kaggle"] <= 1 and "all_empty_dice" in ev
+
+
+def test_segment_mean_ensemble_of_identical_members_equals_the_single_model(seg_run, tmp_path):
+    import cv2
+
+    run, syn = seg_run
+    one, two = tmp_path / "one", tmp_path / "two"
+    image = sorted((syn / "train_images").iterdir())[0]
+    assert main(["segment", str(image), "--model", str(run), "--out", str(one)]) == 0
+    assert main(["segment", str(image), "--model", str(run), "--model", str(run), "--out", str(two)]) == 0
+    a = cv2.imread(str(one / "masks" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+    b = cv2.imread(str(two / "masks" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
+    assert a is not None and np.array_equal(a, b)

@@ -7,6 +7,7 @@ Probabilities come back float16 [N, 4, H, W] (half the memory of a validation se
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 
 from steelscan.data.classes import SEVERSTAL_CLASSES
 from steelscan.metrics.segmentation import SegmentationMeter
-from steelscan.postprocess import PostProcess, binarize, predict_tta
+from steelscan.postprocess import PostProcess, binarize, ensemble_mean, predict_tta
 
 
 def _batch_tensor(images: list[np.ndarray], mean: float, std: float, device) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -41,10 +42,18 @@ def predict_probabilities(model: torch.nn.Module, images: list[np.ndarray], mean
 
 
 def segment_images(model: torch.nn.Module, meta: dict, images: list[np.ndarray], batch_size: int = 4,
-                   device: str | torch.device = "cpu") -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """Final uint8 masks [4, H, W] per image by the checkpoint's saved post-processing; also the presence."""
+                   device: str | torch.device = "cpu", ensemble: Sequence[tuple[torch.nn.Module, dict]] = (),
+                   ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Final uint8 masks [4, H, W] per image by the checkpoint's saved post-processing; also the presence.
+
+    `ensemble`: more (model, meta) pairs whose probabilities are mean-averaged with the first model's (each
+    with its own normalisation); the first model's post-processing then applies.
+    """
     pp = PostProcess.from_dict(meta["postprocess"])
-    probs, presence = predict_probabilities(model, images, meta["mean"], meta["std"], pp.tta, batch_size, device)
+    members = [predict_probabilities(m, images, mt["mean"], mt["std"], pp.tta, batch_size, device)
+               for m, mt in [(model, meta), *ensemble]]
+    probs = members[0][0] if len(members) == 1 else ensemble_mean([m[0] for m in members])
+    presence = members[0][1] if len(members) == 1 else ensemble_mean([m[1] for m in members])
     return [binarize(p, pp, q) for p, q in zip(probs, presence)], probs, presence
 
 

@@ -49,6 +49,16 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def prepare_device(cfg: RunConfig) -> torch.device:
+    """Check the device, set the thread count and seed everything: the start of every single-process run."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SteelscanError("device: cuda was requested but no CUDA device is available (use device: cpu)")
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    seed_everything(cfg.seed)
+    return torch.device(cfg.device)
+
+
 def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 

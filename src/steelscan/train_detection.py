@@ -161,15 +161,10 @@ def _check(cfg: RunConfig) -> None:
 
 def fit_detection(cfg: RunConfig, progress: bool = True) -> Path:
     """Train a detector from a config and return the run folder (called by `steelscan.train.fit`)."""
-    from steelscan.train import make_optimizer, make_scheduler, seed_everything
+    from steelscan.train import make_optimizer, make_scheduler, prepare_device
 
     _check(cfg)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise SteelscanError("device: cuda was requested but no CUDA device is available (use device: cpu)")
-    device = torch.device(cfg.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.seed)
+    device = prepare_device(cfg)
     train_set, val_set, split = build_detection_datasets(cfg)
     if not train_set or not val_set:
         raise SteelscanError(f"empty split: {len(train_set)} train / {len(val_set)} val images from {cfg.data.root}")

@@ -56,14 +56,9 @@ def postprocess_from_config(cfg: RunConfig) -> PostProcess:
 
 
 def fit_segmentation(cfg: RunConfig, progress: bool = True) -> Path:
-    from steelscan.train import make_optimizer, make_scheduler, seed_everything, train_one_epoch
+    from steelscan.train import make_optimizer, make_scheduler, prepare_device, train_one_epoch
 
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise SteelscanError("device: cuda was requested but no CUDA device is available (use device: cpu)")
-    device = torch.device(cfg.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.seed)
+    device = prepare_device(cfg)
     roots = [cfg.data.root, *([cfg.data.extra_root] if cfg.data.extra_root else [])]
     split = load_segmentation_split(roots, cfg.data.val_remainders)
     if not split.train or not split.val:

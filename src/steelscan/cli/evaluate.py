@@ -62,12 +62,8 @@ def command(
     table = Table("class", "precision", "recall", "F1", "n", title=f"{model} on {data} ({split})")
     for name, r in m["per_class"].items():
         table.add_row(name, f"{r['precision']:.4f}", f"{r['recall']:.4f}", f"{r['f1']:.4f}", str(r["support"]))
-    con = Console()
-    con.print(table)
-    con.print(f"accuracy {100 * m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.4f}  n={m['n']}  {ms:.2f} ms/image "
-              f"(batch {batch_size}, {torch.get_num_threads()} threads)")
-    if json_out:
-        Path(json_out).write_text(json.dumps(out, indent=2))
+    _finish(table, f"accuracy {100 * m['accuracy']:.2f}%  macro-F1 {m['macro_f1']:.4f}  n={m['n']}  {ms:.2f} "
+                   f"ms/image (batch {batch_size}, {torch.get_num_threads()} threads)", out, json_out)
 
 
 def _detection(net, meta: dict, model: str, data: Path, split: str, batch_size: int, json_out: Path | None) -> None:
@@ -90,12 +86,8 @@ def _detection(net, meta: dict, model: str, data: Path, split: str, batch_size: 
     for name in names:
         table.add_row(name, fmt(out["per_class_ap50"][name]), fmt(out["per_class_ap50_95"][name]),
                       str(out["n_truth_per_class"][name]))
-    con = Console()
-    con.print(table)
-    con.print(f"mAP@0.5 {fmt(out['map50'])}  mAP@[.5:.95] {fmt(out['map50_95'])}  n={out['n_images']}  "
-              f"{out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)")
-    if json_out:
-        Path(json_out).write_text(json.dumps(out, indent=2))
+    _finish(table, f"mAP@0.5 {fmt(out['map50'])}  mAP@[.5:.95] {fmt(out['map50_95'])}  n={out['n_images']}  "
+                   f"{out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)", out, json_out)
 
 
 def _segmentation(net, meta: dict, model: str, data: Path, split: str, batch_size: int, json_out: Path | None) -> None:
@@ -112,10 +104,15 @@ def _segmentation(net, meta: dict, model: str, data: Path, split: str, batch_siz
         pooled = out["pooled_dice_per_class"][name]
         table.add_row(name, f"{out['per_class_dice'][name]:.4f}", f"{out['all_empty_per_class_dice'][name]:.4f}",
                       "n/a" if pooled != pooled else f"{pooled:.4f}")
+    _finish(table, f"Kaggle Dice {out['dice_kaggle']:.4f} (all-empty baseline {out['all_empty_dice']:.4f})  "
+                   f"n={out['n_images']}  {out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} "
+                   "threads)", out, json_out)
+
+
+def _finish(table: Table, line: str, out: dict, json_out: Path | None) -> None:
     con = Console()
     con.print(table)
-    con.print(f"Kaggle Dice {out['dice_kaggle']:.4f} (all-empty baseline {out['all_empty_dice']:.4f})  "
-              f"n={out['n_images']}  {out['ms_per_image']:.1f} ms/image (batch {batch_size}, {out['threads']} threads)")
+    con.print(line)
     if json_out:
         Path(json_out).write_text(json.dumps(out, indent=2))
 

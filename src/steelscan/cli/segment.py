@@ -28,7 +28,9 @@ def write_submission(path: Path, rows: list[tuple[str, list]]) -> None:
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images (e.g. train_images/)"),
-    model: str = typer.Option(..., "--model", "-m", help="Run folder, checkpoint or built-in name (e.g. severstal)"),
+    model: list[str] = typer.Option(..., "--model", "-m", help="Run folder, checkpoint or built-in name (e.g. "
+                                    "severstal); repeat it to mean-average an ensemble (the first model's "
+                                    "post-processing applies)"),
     out: Path = typer.Option(Path("out/segment"), "--out", help="Folder for masks/ and overlays/ (PNG)"),
     submission: Path = typer.Option(None, "--submission", help="Also write Kaggle's submission CSV here"),
     batch_size: int = typer.Option(4, "--batch-size", min=1),
@@ -52,21 +54,27 @@ def command(
         raise ValueError(f"--out expects a folder, got the file {out}")
     if submission is not None and submission.is_dir():
         raise ValueError(f"--submission expects a CSV file path, got the folder {submission}")
-    net, meta = load_checkpoint(model)
-    if meta.get("task") != "segmentation":
-        raise ValueError(f"segment needs a segmentation model, got a {meta.get('task')} model from {model}")
+    members = [load_checkpoint(m) for m in model]
+    for name, (_, mt) in zip(model, members):
+        if mt.get("task") != "segmentation":
+            raise ValueError(f"segment needs segmentation models, got a {mt.get('task')} model from {name}")
+        if mt["class_names"] != members[0][1]["class_names"]:
+            raise ValueError(f"ensemble members must share class names: {model[0]} has {members[0][1]['class_names']}, "
+                             f"{name} has {mt['class_names']}")
+    (net, meta), ensemble = members[0], members[1:]
     paths, images, skipped = read_images(files, shape=None)
     by_shape: dict[tuple, list[int]] = {}
     for i, im in enumerate(images):  # batches need one size; strips from one camera share it
         by_shape.setdefault(im.shape, []).append(i)
     masks: list = [None] * len(images)
     for idx in by_shape.values():
-        for i, m in zip(idx, segment_images(net, meta, [images[i] for i in idx], batch_size)[0]):
+        for i, m in zip(idx, segment_images(net, meta, [images[i] for i in idx], batch_size, ensemble=ensemble)[0]):
             masks[i] = m
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
     names = meta["class_names"]
-    table = Table("image", *[f"class {n} px" for n in names], title=f"{model}: defect area per class")
+    title = " + ".join(model) + (" (mean ensemble)" if ensemble else "")
+    table = Table("image", *[f"class {n} px" for n in names], title=f"{title}: defect area per class")
     for path, image, m in zip(paths, images, masks):
         bits = np.zeros(m.shape[1:], np.uint8)
         for k in range(m.shape[0]):

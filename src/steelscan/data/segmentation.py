@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 
 from steelscan.config import AugmentConfig
 from steelscan.data.severstal import SeverstalDataset
-from steelscan.data.transforms import to_tensor
+from steelscan.data.transforms import flip_and_photometric, to_tensor
 from steelscan.errors import SteelscanError
 
 log = logging.getLogger(__name__)
@@ -91,15 +91,7 @@ def crop_window(mask: np.ndarray, crop: tuple[int, int], rng: np.random.Generato
 
 def crop_transform(cfg: AugmentConfig, seed: int) -> A.Compose:
     """The 1st-place augmentation: hflip, vflip and RandomBrightnessContrast, each switched by the config."""
-    ops: list = []
-    if cfg.hflip:
-        ops.append(A.HorizontalFlip(p=0.5))
-    if cfg.vflip:
-        ops.append(A.VerticalFlip(p=0.5))
-    if cfg.brightness_contrast > 0:
-        lim = cfg.brightness_contrast
-        ops.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
-    return A.Compose(ops, seed=seed)
+    return A.Compose(flip_and_photometric(cfg), seed=seed)
 
 
 class CropDataset(Dataset):

@@ -13,6 +13,19 @@ import torch
 from steelscan.config import AugmentConfig
 
 
+def flip_and_photometric(cfg: AugmentConfig) -> list:
+    """hflip, vflip and RandomBrightnessContrast, each switched by the config (shared by every task)."""
+    ops: list = []
+    if cfg.hflip:
+        ops.append(A.HorizontalFlip(p=0.5))
+    if cfg.vflip:
+        ops.append(A.VerticalFlip(p=0.5))
+    if cfg.brightness_contrast > 0:
+        lim = cfg.brightness_contrast
+        ops.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
+    return ops
+
+
 def train_transform(cfg: AugmentConfig, size: int, seed: int = 0) -> A.Compose:
     """Training augmentation from a config section. Every transform is switched by its own config value.
 
@@ -23,13 +36,7 @@ def train_transform(cfg: AugmentConfig, size: int, seed: int = 0) -> A.Compose:
         ops.append(A.RandomResizedCrop(size=(size, size), scale=tuple(cfg.random_resized_crop), ratio=(0.8, 1.25)))
     else:
         ops.append(A.Resize(size, size, interpolation=cv2.INTER_AREA))
-    if cfg.hflip:
-        ops.append(A.HorizontalFlip(p=0.5))
-    if cfg.vflip:
-        ops.append(A.VerticalFlip(p=0.5))
-    if cfg.brightness_contrast > 0:
-        lim = cfg.brightness_contrast
-        ops.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
+    ops += flip_and_photometric(cfg)
     if cfg.cutout > 0:
         ops.append(A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), fill="random_uniform", p=cfg.cutout))
     return A.Compose(ops, seed=seed)
