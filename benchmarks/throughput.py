@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from steelscan.data.severstal import SeverstalDataset
 from steelscan.evaluate_segmentation import dice_report
-from steelscan.export import _attach_meta, export_segmenter, read_onnx_meta
+from steelscan.export import export_segmenter, quantize_int8
 from steelscan.inspection.runner import segment_frame
 from steelscan.inspection.tiles import cut_tiles
 from steelscan.postprocess import PostProcess, binarize
@@ -59,27 +59,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
         torch.matmul(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
-
-
-def quantize_segmenter_int8(src: Path, dst: Path, calibration: np.ndarray) -> Path:
-    """Static int8 (QDQ, per-channel), as `steelscan.export.quantize_int8`, but with ORT's symbolic shape
-    inference skipped: it stops with "Incomplete symbolic shape inference" on the segmenter graph."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter([{"image": calibration[i : i + 8]} for i in range(0, len(calibration), 8)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    pre = dst.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    _attach_meta(dst, {**read_onnx_meta(src), "quantization": "int8 static QDQ, per-channel"})
-    return dst
 
 
 def count_flops(fn, *args) -> int:
@@ -185,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         if "int8" in variants:
             calib = rt.normalise(np.concatenate([cut_tiles(f, tile)[0] for f in calib_frames[: args.calibration]]))
             try:
-                q = SegmenterRuntime(quantize_segmenter_int8(art, Path(tmp) / "seg.int8.onnx", calib), args.threads)
+                q = SegmenterRuntime(quantize_int8(art, Path(tmp) / "seg.int8.onnx", calib, skip_symbolic_shape=True), args.threads)
                 add_row(f"steelscan int8 (static QDQ), gate on, batch {args.batch}", tiled(q, True, args.batch),
                         tiled_flops)
                 int8_note = f"calibrated on {len(calib)} tiles" + (

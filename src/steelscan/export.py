@@ -99,11 +99,13 @@ def read_onnx_meta(path: str | Path) -> dict:
     raise ValueError(f"{path} carries no {META_KEY} metadata: export it with `steelscan export`")
 
 
-def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
-    """Static int8 quantisation (QDQ, per-channel) calibrated on real normalised inputs [N, 1, S, S].
+def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, skip_symbolic_shape: bool = False) -> Path:
+    """Static int8 quantisation (QDQ, per-channel) calibrated on real normalised inputs [N, 1, h, w].
 
     ORT's `quant_pre_process` (shape inference + graph optimisation) runs first: without it the QDQ graph
-    was 2-9x slower than fp32 here (benchmarks/results/neu_cls_experiments.md).
+    was 2-9x slower than fp32 here (benchmarks/results/neu_cls_experiments.md). Segmenter graphs need
+    `skip_symbolic_shape=True`: ORT's symbolic shape inference stops on them ("Incomplete symbolic shape
+    inference") and leaves its temporary file in the working folder.
     """
     import tempfile
 
@@ -119,7 +121,7 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray) -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"
-        quant_pre_process(str(src), str(pre))
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=skip_symbolic_shape)
         quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     _attach_meta(Path(dst), {**read_onnx_meta(src), "quantization": "int8 static QDQ, per-channel"})
