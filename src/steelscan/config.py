@@ -244,6 +244,19 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file that must hold a mapping (recipes, rules, coil manifests); errors name the file."""
+    if not path.is_file():
+        raise SteelscanError(f"{what} file not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SteelscanError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(tree, dict):
+        raise SteelscanError(f"{what} {path} must be a mapping, got {type(tree).__name__}")
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
     """Read a YAML recipe, apply `--set` overrides, validate. Errors name the file and the key."""
     tree: dict = {}
@@ -251,14 +264,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     if path is not None:
         path = Path(path)
         source = str(path)
-        if not path.is_file():
-            raise SteelscanError(f"config file not found: {path}")
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SteelscanError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(tree, dict):
-            raise SteelscanError(f"config {path} must be a mapping of sections, got {type(tree).__name__}")
+        tree = read_yaml_mapping(path, "config")
     return config_from_dict(tree, overrides, source)
 
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from steelscan.config import read_yaml_mapping
 from steelscan.errors import SteelscanError
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
@@ -94,13 +94,7 @@ class Rules(_Strict):
 def load_rules(path: str | Path | None = None) -> Rules:
     """Read and validate a rules file (default: the shipped one). Errors name the file and the key."""
     path = Path(path) if path is not None else DEFAULT_RULES
-    if not path.is_file():
-        raise SteelscanError(f"rules file not found: {path}")
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise SteelscanError(f"rules {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return rules_from_dict(tree, str(path))
+    return rules_from_dict(read_yaml_mapping(path, "rules"), str(path))
 
 
 def rules_from_dict(tree: Any, source: str = "(dict)") -> Rules:

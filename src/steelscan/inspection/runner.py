@@ -19,8 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
-
+from steelscan.config import read_yaml_mapping
 from steelscan.errors import SteelscanError
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
@@ -100,16 +99,9 @@ def open_coil(coil_dir: Path, manifest_path: Path | None = None, overrides: dict
     """A coil folder's frames and geometry (manifest.yaml beside the frames unless given; options win)."""
     paths = frame_paths(coil_dir)
     manifest_path = manifest_path or (coil_dir / "manifest.yaml")
-    manifest = {}
-    if manifest_path.is_file():
-        try:
-            manifest = yaml.safe_load(manifest_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise SteelscanError(f"manifest {manifest_path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(manifest, dict):
-            raise SteelscanError(f"manifest {manifest_path} must be a mapping, got {type(manifest).__name__}")
-    elif manifest_path != coil_dir / "manifest.yaml":
-        raise SteelscanError(f"manifest not found: {manifest_path}")
+    # the default manifest may be absent (geometry from options); a named one must exist
+    default = manifest_path == coil_dir / "manifest.yaml"
+    manifest = {} if default and not manifest_path.is_file() else read_yaml_mapping(manifest_path, "manifest")
     geometry = geometry_from_manifest(manifest, overrides)
     first = read_frame(paths[0])
     geometry.validate(first.shape[1], first.shape[0])
