@@ -1,20 +1,27 @@
-"""The records store: round trip, idempotent frames, resume after a killed process, SQLite WAL, errors."""
+"""The records store: round trip, idempotent frames, racing writers, resume after a killed process, errors.
+
+Tests taking `store`/`store_url` run on SQLite and on a real PostgreSQL (conftest's `pg_url`; skipped, with the
+reason, where no server can be had).
+"""
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from steelscan.errors import SteelscanError
 from steelscan.inspection.records import Piece
-from steelscan.store import Store
+from steelscan.store import Store, coils_table
 
 GEOMETRY = {"frame_h": 256, "frame_w": 1600, "overlap": 32, "mm_per_px": 0.5}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -24,9 +31,16 @@ def frame_pieces(frame: int, n: int = 2) -> list[Piece]:
     return [Piece(frame, f"class{i}", 0.5 + 0.1 * i, (i, frame, i + 10, frame + 5), 40 + i) for i in range(n)]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")  # only here, so SQLite runs never need a server
+    return f"sqlite:///{tmp_path / 'sub' / 'records.db'}"
+
+
 @pytest.fixture
-def store(tmp_path):
-    s = Store(str(tmp_path / "sub" / "records.db"))
+def store(store_url):
+    s = Store(store_url)
     yield s
     s.close()
 
@@ -44,13 +58,13 @@ def test_round_trip_pieces_in_frame_then_insertion_order(store):
     assert c["info"] == {"geometry": GEOMETRY, "model": "m"}
 
 
-def test_add_frame_is_idempotent(store, tmp_path):
+def test_add_frame_is_idempotent(store, store_url):
     store.open_coil("C1", {"geometry": GEOMETRY})
     assert store.add_frame("C1", 0, frame_pieces(0, 2)) is True
     assert store.add_frame("C1", 0, frame_pieces(0, 5)) is False
     assert len(store.pieces("C1")) == 2
     # A second writer (own engine, as another process would have) loses the same race.
-    other = Store(f"sqlite:///{tmp_path / 'sub' / 'records.db'}")
+    other = Store(store_url)
     try:
         assert other.add_frame("C1", 0, frame_pieces(0, 1)) is False
         assert other.add_frame("C1", 1, frame_pieces(1, 1)) is True
@@ -60,17 +74,16 @@ def test_add_frame_is_idempotent(store, tmp_path):
     assert store.coil("C1")["n_frames"] == 2
 
 
-def test_resume_after_killed_process(tmp_path):
+def test_resume_after_killed_process(store_url):
     if not hasattr(signal, "SIGKILL"):
         pytest.skip("needs SIGKILL")
-    db = tmp_path / "records.db"
     child = textwrap.dedent(f"""
         import os, signal
         from datetime import datetime, UTC
         from sqlalchemy import insert
         from steelscan.inspection.records import Piece
         from steelscan.store import Store, frames_table
-        s = Store({str(db)!r})
+        s = Store({store_url!r})
         s.open_coil("C7", {{"geometry": {GEOMETRY!r}}})
         for k in range(3):
             s.add_frame("C7", k, [Piece(k, "scratch", 0.9, (0, k, 4, k + 4), 16)])
@@ -84,7 +97,7 @@ def test_resume_after_killed_process(tmp_path):
     proc = subprocess.run([sys.executable, "-c", child], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
-    s = Store(str(db))
+    s = Store(store_url)
     try:
         assert s.open_coil("C7", {"geometry": GEOMETRY}) == {0, 1, 2}
         assert [p.frame for p in s.pieces("C7")] == [0, 1, 2]
@@ -96,7 +109,8 @@ def test_resume_after_killed_process(tmp_path):
         s.close()
 
 
-def test_sqlite_runs_in_wal_mode(store, tmp_path):
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = Store(str(tmp_path / "sub" / "records.db"))
     store.open_coil("C1", {"geometry": GEOMETRY})
     # journal_mode=WAL is stored in the file: a plain sqlite3 connection sees it too.
     raw = sqlite3.connect(tmp_path / "sub" / "records.db")
@@ -107,6 +121,7 @@ def test_sqlite_runs_in_wal_mode(store, tmp_path):
     with store.engine.connect() as conn:  # per-connection settings
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    store.close()
 
 
 def test_geometry_mismatch_is_refused(store):
@@ -142,11 +157,13 @@ def test_unknown_coil(store):
     assert store.frames_done("NOPE") == set()
 
 
-def test_close_coil_stores_grade_and_status(store, tmp_path):
+def test_close_coil_stores_grade_and_status(store, store_url):
     store.open_coil("C1", {"geometry": GEOMETRY})
     store.add_frame("C1", 0, frame_pieces(0))
+    with store.engine.connect() as conn:  # ungraded is SQL NULL, not the JSON value null
+        assert conn.scalar(select(coils_table.c.grade.is_(None)).where(coils_table.c.coil_id == "C1")) is True
     store.close_coil("C1", {"grade": "B", "score": 0.75, "reasons": ["scratch > 2 m"]})
-    again = Store(str(tmp_path / "sub" / "records.db"))  # read back through a fresh engine
+    again = Store(store_url)  # read back through a fresh engine
     try:
         c = again.coil("C1")
     finally:
@@ -173,7 +190,7 @@ def test_coils_newest_first_and_paginated(store):
         store.coils(limit=-1)
 
 
-def test_bad_inputs(store, tmp_path):
+def test_bad_inputs(store):
     with pytest.raises(SteelscanError, match="mysql"):
         Store("mysql://u@h/db")
     store.open_coil("C1", {})
@@ -190,3 +207,33 @@ def test_url_forms(tmp_path):
         s.open_coil("C1", {})
         s.close()
     assert (tmp_path / "a" / "r.db").exists() and (tmp_path / "b" / "r.db").exists()
+
+
+def test_racing_writers_store_each_frame_once(store, store_url):
+    """Stations (own engines, in threads) open one coil and add the same frames at once, in different orders."""
+    n_writers, frames = 4, list(range(12))
+    start, results, errors = threading.Barrier(n_writers, timeout=60), [], []
+
+    def writer(seed: int) -> None:
+        order = random.Random(seed).sample(frames, len(frames))
+        s = Store(store_url)
+        try:
+            start.wait()
+            s.open_coil("C1", {"geometry": GEOMETRY})
+            results.extend((k, s.add_frame("C1", k, frame_pieces(k, 2))) for k in order)
+        except Exception as e:  # reported by the assertion below, not lost in the thread
+            errors.append(e)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(n_writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(results) == n_writers * len(frames)
+    assert sorted(k for k, won in results if won) == frames  # exactly one writer stored each frame
+    assert store.frames_done("C1") == set(frames)
+    assert store.pieces("C1") == [p for k in frames for p in frame_pieces(k, 2)]
+    assert [c["coil_id"] for c in store.coils()] == ["C1"] and store.coil("C1")["n_frames"] == len(frames)

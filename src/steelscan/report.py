@@ -200,6 +200,12 @@ def _crop(frame: np.ndarray, bbox, bgr) -> np.ndarray | None:
     return crop
 
 
+def defect_crop(frame: np.ndarray, bbox, class_name: str, class_names: Sequence[str] = ("1", "2", "3", "4")):
+    """A defect's crop, its box drawn in its class colour as in the report's gallery (BGR uint8), or None."""
+    names = _classes([{"class": class_name}], [], class_names)
+    return _crop(frame, bbox, _colours(names, class_names)[str(class_name)])
+
+
 def _gallery(out: Path, defects: list[dict], read_frame: Callable[[int], np.ndarray], colours: dict,
              max_gallery: int) -> list[tuple[dict, str]]:
     gdir = out / "gallery"

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON, BigInteger, Column, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData,
-    String, Table, create_engine, event, func, insert, select, update,
+    String, Table, create_engine, event, func, insert, select, text, update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
@@ -94,7 +94,7 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
-def _check_id(coil_id) -> str:
+def check_coil_id(coil_id) -> str:
     if not isinstance(coil_id, str) or not _COIL_ID.match(coil_id):
         raise SteelscanError(f"coil id must match {COIL_ID_RULE} (1-64 of letters, digits, . _ -), got {coil_id!r}")
     return coil_id
@@ -118,15 +118,18 @@ class Store:
 
     def __init__(self, url: str):
         url = os.fspath(url)
-        text = url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
+        full = url if "://" in url else f"sqlite:///{Path(url).expanduser().resolve()}"
         expected = "store url must be sqlite:///PATH, a file path or postgresql://..."
         try:
-            parsed = make_url(text)
+            parsed = make_url(full)
         except ArgumentError:
             raise SteelscanError(f"{expected}, got {url!r}") from None
         backend = parsed.get_backend_name()
         if backend not in ("sqlite", "postgresql"):
             raise SteelscanError(f"{expected}, got scheme {parsed.drivername!r}")
+        if parsed.drivername == "postgresql":
+            # SQLAlchemy's default for plain postgresql:// is psycopg2; the installed driver is psycopg 3.
+            parsed = parsed.set(drivername="postgresql+psycopg")
         if backend == "sqlite" and parsed.database not in (None, "", ":memory:"):
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -135,11 +138,16 @@ class Store:
             raise SteelscanError(f"store url {parsed.drivername}:// needs the driver {e.name}, not installed") from None
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        with self.engine.begin() as conn:
+            if backend == "postgresql":
+                # Stations starting together on an empty plant database would race in CREATE TABLE (catalog
+                # IntegrityError); a transaction-scoped advisory lock makes them take turns.
+                conn.execute(text("SELECT pg_advisory_xact_lock(7265746)"))
+            metadata.create_all(conn)
 
     def open_coil(self, coil_id: str, info: dict) -> set[int]:
         """Register the coil (or keep the stored one) and return the frames already committed."""
-        _check_id(coil_id)
+        check_coil_id(coil_id)
         if not isinstance(info, dict):
             raise SteelscanError(f"coil info must be a dict, got {type(info).__name__}")
         info = _json(info, "coil info")
@@ -160,7 +168,7 @@ class Store:
 
     def add_frame(self, coil_id: str, frame: int, pieces: list[Piece], info: dict | None = None) -> bool:
         """Commit a frame and its pieces in one transaction; False (nothing written) if it was already there."""
-        _check_id(coil_id)
+        check_coil_id(coil_id)
         if isinstance(frame, bool) or not isinstance(frame, numbers.Integral) or frame < 0:
             raise SteelscanError(f"frame must be an int >= 0, got {frame!r}")
         frame = int(frame)  # numpy ints are fine, the driver wants a Python int
@@ -191,13 +199,13 @@ class Store:
         return True
 
     def frames_done(self, coil_id: str) -> set[int]:
-        _check_id(coil_id)
+        check_coil_id(coil_id)
         with self.engine.connect() as conn:
             return set(conn.scalars(select(frames_table.c.frame).where(frames_table.c.coil_id == coil_id)))
 
     def pieces(self, coil_id: str) -> list[Piece]:
         """The coil's pieces, by frame, then in the order they were added."""
-        _check_id(coil_id)
+        check_coil_id(coil_id)
         t = pieces_table
         q = select(t).where(t.c.coil_id == coil_id).order_by(t.c.frame, t.c.id)
         with self.engine.connect() as conn:
@@ -228,7 +236,7 @@ class Store:
             return [self._as_dict(r) for r in conn.execute(q)]
 
     def coil(self, coil_id: str) -> dict:
-        _check_id(coil_id)
+        check_coil_id(coil_id)
         with self.engine.connect() as conn:
             r = conn.execute(self._summary_query().where(coils_table.c.coil_id == coil_id)).first()
         if r is None:
@@ -236,7 +244,7 @@ class Store:
         return self._as_dict(r)
 
     def close_coil(self, coil_id: str, grade: dict) -> None:
-        _check_id(coil_id)
+        check_coil_id(coil_id)
         if not isinstance(grade, dict):
             raise SteelscanError(f"grade must be a dict, got {type(grade).__name__}")
         grade = _json(grade, "grade")

@@ -18,7 +18,7 @@ app = typer.Typer(
 def _register() -> None:
     # Imported here so that `steelscan --help` stays cheap for modules that import torch lazily.
     from steelscan.cli import (
-        classify, detect, evaluate, export, grade, inspect, models, segment, stats, synth, train, tune,
+        classify, detect, evaluate, export, grade, inspect, models, segment, serve, stats, synth, train, tune,
     )
 
     app.command("stats")(stats.command)
@@ -33,6 +33,7 @@ def _register() -> None:
     app.command("inspect")(inspect.command)
     app.command("grade")(grade.command)
     app.command("models")(models.command)
+    app.command("serve")(serve.command)
     from steelscan.cli.benchmark import benchmark_app
 
     app.add_typer(benchmark_app, name="benchmark")

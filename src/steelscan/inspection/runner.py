@@ -118,15 +118,26 @@ def folder_frames(paths: list[Path], shape: tuple[int, int]) -> Callable[[set[in
     return frames
 
 
+def segment_frames(runtime: SegmenterRuntime, pp: PostProcess, frames: list[np.ndarray], gate: bool,
+                   batch: int) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
+    """Per frame: (masks uint8 [C, H, W], probabilities [C, H, W], tiles, tiles decoded). The tiles of all
+    frames share model calls of `batch` tiles, so several frames cost fewer, fuller calls."""
+    cut = [cut_tiles(f, runtime.tile) for f in frames]
+    tiles = np.concatenate([t for t, _ in cut])
+    parts = [runtime.predict(tiles[i : i + batch], gate) for i in range(0, len(tiles), batch)]
+    probs, presence, decoded = (np.concatenate([p[j] for p in parts]) for j in range(3))
+    out, start = [], 0
+    for t, grid in cut:
+        end = start + len(t)
+        p = stitch(probs[start:end], grid)
+        out.append((binarize(p, pp, presence[start:end].max(0)), p, len(t), int(decoded[start:end].sum())))
+        start = end
+    return out
+
+
 def segment_frame(runtime: SegmenterRuntime, pp: PostProcess, frame: np.ndarray, gate: bool,
                   batch: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """(masks uint8 [C, H, W], probabilities [C, H, W], tiles, tiles decoded) for one frame."""
-    tiles, grid = cut_tiles(frame, runtime.tile)
-    parts = [runtime.predict(tiles[i : i + batch], gate) for i in range(0, len(tiles), batch)]
-    probs = stitch(np.concatenate([p[0] for p in parts]), grid)
-    presence = np.concatenate([p[1] for p in parts]).max(0)
-    decoded = int(sum(int(p[2].sum()) for p in parts))
-    return binarize(probs, pp, presence), probs, len(tiles), decoded
+    return segment_frames(runtime, pp, [frame], gate, batch)[0]
 
 
 def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, np.ndarray]]],

@@ -1,0 +1,62 @@
+"""`steelscan serve [--host H] [--port P] [--model ARTIFACT] [--db URL] [--token-file F]`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from steelscan.cli._common import setup_logging
+
+
+def command(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other than loopback needs a token"),
+    port: int = typer.Option(8000, "--port", min=0, max=65535),
+    model: str = typer.Option("severstal", "--model", "-m",
+                              help="Segmenter for frames: ONNX artifact, run folder or built-in name (exported once)"),
+    db: str = typer.Option(None, "--db", help="Records store: sqlite:///PATH, a file path or postgresql://... "
+                           "(default: DATA_DIR/records.db)"),
+    data_dir: Path = typer.Option(Path("out/service"), "--data-dir", help="Frames, reports and the default store"),
+    token_file: Path = typer.Option(None, "--token-file", help="Bearer token for /v1 (else $STEELSCAN_TOKEN)"),
+    manifest: Path = typer.Option(None, "--manifest", help="Default geometry of new coils (a coil manifest YAML)"),
+    rules: Path = typer.Option(None, "--rules", help="Grading rules YAML (default: the shipped example)"),
+    classifier: str = typer.Option("neu-cls", "--classifier", help="Model for POST /v1/classify"),
+    detector: str = typer.Option("neu-det", "--detector", help="Model for POST /v1/detect"),
+    max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001),
+    max_pixels: int = typer.Option(16 * 2**20, "--max-pixels", min=1, help="Largest image, width x height"),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds before a request is abandoned (408)"),
+    batch_frames: int = typer.Option(4, "--batch-frames", min=1, help="Most frames per inference call"),
+    threads: int = typer.Option(2, "--threads", min=1, help="Inference threads"),
+) -> None:
+    """Serve the inspection station: a web API (/docs, /openapi.json) and a live dashboard at /.
+
+    Frames posted to /v1/frames are inspected, recorded and graded like `steelscan inspect` does.
+    """
+    import uvicorn
+
+    from steelscan.cli.inspect import resolve_artifact
+    from steelscan.config import read_yaml_mapping
+    from steelscan.grading import load_rules
+    from steelscan.service.app import create_app
+    from steelscan.service.settings import DEFAULT_GEOMETRY, Limits, Settings, check_exposure, read_token
+
+    setup_logging()
+    token = read_token(token_file)
+    check_exposure(host, token)  # before any model loads: a refusal should be instant
+    load_rules(rules)  # a bad rules file fails here, not at the first close
+    geometry = dict(DEFAULT_GEOMETRY)
+    if manifest is not None:
+        m = read_yaml_mapping(manifest, "manifest")
+        geometry.update({k: m[k] for k in geometry if k in m})
+        geometry.update({k: m[f"{k}_px"] for k in ("frame_width", "frame_height") if f"{k}_px" in m})
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = Settings(
+        artifact=resolve_artifact(model, data_dir), db=db or str(data_dir / "records.db"), data_dir=data_dir,
+        rules=rules, token=token, geometry=geometry, classifier=classifier, detector=detector, threads=threads,
+        max_batch_frames=batch_frames,
+        limits=Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, request_timeout_s=timeout),
+    )
+    app = create_app(settings)
+    typer.echo(f"steelscan serve: http://{host}:{port}/ (dashboard), /docs (API); records {settings.db}; "
+               f"auth {'on' if token else 'off (loopback)'}")
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)

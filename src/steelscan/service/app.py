@@ -1,0 +1,270 @@
+"""The inspection service: FastAPI routes over the station, the NEU models, metrics and the dashboard.
+
+Every error is JSON, `{"error": "...", "status": N}`: bad input is a 4xx that says what was expected and
+what arrived, and the service keeps serving. Model calls never run on the event loop: frames go to the
+station's batcher thread, classify/detect to their own one-thread pools, database work to the threadpool,
+so health checks answer while frames queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hmac
+import logging
+import re
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from steelscan.errors import SteelscanError
+from steelscan.grading import load_rules
+from steelscan.service import schemas as S
+from steelscan.service.limits import BodyLimit
+from steelscan.service.metrics import CONTENT_TYPE_LATEST, ServiceMetrics
+from steelscan.service.neu_models import LazyModel, ModelUnavailable, classify, detect
+from steelscan.service.settings import Settings
+from steelscan.service.station import Conflict, FrameJob, NotFound, Station
+from steelscan.service.uploads import UploadError, decode_image
+from steelscan.store import COIL_ID_RULE
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+CoilId = Annotated[str, PathParam(pattern=COIL_ID_RULE, description="1-64 letters, digits, '.', '_' or '-'")]
+ERRORS = {code: {"model": S.ErrorBody} for code in (400, 401, 404, 408, 409, 413, 415, 422, 503)}
+
+
+def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str]:
+    errs = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errs):
+        e = next(e for e in errs if e.get("type") == "json_invalid")
+        return 400, f"malformed JSON body: {e.get('ctx', {}).get('error', e.get('msg'))}"
+    parts = []
+    for e in errs[:3]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x not in ("body",)) or "request"
+        got = e.get("input")
+        got = "" if isinstance(got, (dict, list)) or got is None else f", got {str(got)[:80]!r}"
+        parts.append(f"{where}: {e.get('msg')}{got}")
+    return 422, "; ".join(parts)
+
+
+def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
+    metrics = ServiceMetrics()
+    started = time.monotonic()
+    if station is None:
+        station = Station(settings.artifact, settings.db, settings.data_dir, load_rules(settings.rules),
+                          settings.threads, settings.max_batch_frames, settings.gate)
+    models = {"classification": LazyModel(settings.classifier, "classification"),
+              "detection": LazyModel(settings.detector, "detection")}
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        yield
+        station.close()
+        for m in models.values():
+            m.close()
+
+    app = FastAPI(title="steelscan inspection service", version="1", lifespan=lifespan,
+                  description="Frames in, defects in strip coordinates out; coils graded by rules; records in "
+                              "SQLite or PostgreSQL. /v1 needs `Authorization: Bearer <token>` unless the "
+                              "service listens on loopback without one.")
+    app.state.station, app.state.settings, app.state.metrics = station, settings, metrics
+
+    # errors -----------------------------------------------------------------------------------------------
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_req, exc: RequestValidationError):
+        return error(*_validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(UploadError)
+    async def _upload(_req, exc: UploadError):
+        return error(exc.status, str(exc))
+
+    @app.exception_handler(SteelscanError)
+    async def _steelscan(_req, exc: SteelscanError):
+        status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else \
+            503 if isinstance(exc, ModelUnavailable) else 422
+        return error(status, str(exc))
+
+    @app.middleware("http")
+    async def _timeout_and_metrics(request: Request, call_next):
+        t0 = time.perf_counter()
+        try:
+            response = await asyncio.wait_for(call_next(request), settings.limits.request_timeout_s)
+        except TimeoutError:
+            response = error(408, f"request took longer than {settings.limits.request_timeout_s:g} s and was "
+                                  "abandoned; a frame may still be committed: posting it again is safe")
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        metrics.requests.labels(request.method, route, response.status_code).inc()
+        metrics.latency.labels(request.method, route).observe(time.perf_counter() - t0)
+        if response.status_code >= 400:
+            metrics.errors.labels(response.status_code).inc()
+        return response
+
+    app.add_middleware(BodyLimit, max_bytes=settings.limits.max_upload_bytes)
+
+    # auth -------------------------------------------------------------------------------------------------
+    expected = settings.token.encode() if settings.token else None
+
+    def require_token(request: Request) -> None:
+        if expected is None:
+            return
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        # compare_digest: the time taken does not tell how much of a guess was right
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+            raise HTTPException(401, "missing or bad token: send 'Authorization: Bearer <token>'",
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=ERRORS)
+
+    # coils and frames -------------------------------------------------------------------------------------
+    @v1.post("/coils", status_code=201, response_model=S.CoilDetail)
+    async def open_coil(body: S.CoilCreate, response: Response):
+        """Open a coil (201), or return the open coil of that id and geometry (200)."""
+        g = {**settings.geometry, **body.model_dump(exclude_none=True, exclude={"coil_id"})}
+        shape = (int(g.pop("frame_height")), int(g.pop("frame_width")))
+        _rec, created = await run_in_threadpool(station.open_coil, body.coil_id, g, shape)
+        if not created:
+            response.status_code = 200
+        return await run_in_threadpool(station.summary, body.coil_id)
+
+    @v1.post("/frames", response_model=S.FrameOut)
+    async def post_frame(coil_id: Annotated[str, Form(pattern=COIL_ID_RULE)],
+                         frame: Annotated[int, Form(ge=0, description="index from the coil head, from 0")],
+                         image: Annotated[UploadFile, File(description="PNG, BMP, JPEG or TIFF, 8-bit")]):
+        """Inspect one frame of an open coil and commit it with its defect pieces (idempotent per frame)."""
+        coil = await run_in_threadpool(station.prepare_frame, coil_id, frame)
+        data = await image.read()
+        img = await run_in_threadpool(decode_image, data, settings.limits.max_pixels, coil.frame_shape,
+                                      f"frame {frame}")
+        metrics.queue.set(station.batcher.pending() + 1)
+        result = await asyncio.wrap_future(station.submit(FrameJob(coil, frame, img)))
+        if result.committed:
+            metrics.frames.inc()
+            metrics.inference.observe(result.ms / 1000)
+            metrics.batch.observe(result.batch_frames)
+            for p in result.pieces:
+                metrics.pieces.labels(p["class_name"]).inc()
+        else:
+            metrics.frames_duplicate.inc()
+        return result
+
+    @v1.get("/coils", response_model=S.CoilList)
+    async def list_coils(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
+        """Coils, newest first."""
+        return {"coils": await run_in_threadpool(station.store.coils, limit, offset), "limit": limit, "offset": offset}
+
+    @v1.get("/coils/{coil_id}", response_model=S.CoilDetail)
+    async def get_coil(coil_id: CoilId):
+        """The coil with counts by class, periodic findings and its grade (provisional while open)."""
+        return await run_in_threadpool(station.summary, coil_id)
+
+    @v1.get("/coils/{coil_id}/defects", response_model=S.DefectPage)
+    async def get_defects(
+        coil_id: CoilId,
+        class_name: Annotated[str | None, Query(alias="class", max_length=64)] = None,
+        min_confidence: Annotated[float, Query(ge=0, le=1)] = 0.0,
+        along_min_m: float | None = None, along_max_m: float | None = None,
+        across_min_mm: float | None = None, across_max_mm: float | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Annotated[int, Query(ge=0)] = 0,
+    ):
+        """The coil's defects so far, merged across frames, filtered, in pages; ordered along the coil."""
+        defects = await run_in_threadpool(station.defects, coil_id)
+        keep = [d for d in defects
+                if (class_name is None or d["class"] == class_name) and d["confidence"] >= min_confidence
+                and (along_min_m is None or d["along_m"] >= along_min_m)
+                and (along_max_m is None or d["along_m"] <= along_max_m)
+                and (across_min_mm is None or d["across_mm"] >= across_min_mm)
+                and (across_max_mm is None or d["across_mm"] <= across_max_mm)]
+        keep.sort(key=lambda d: (d["along_m"], d["id"]))
+        return {"coil_id": coil_id, "total": len(keep), "limit": limit, "offset": offset,
+                "defects": keep[offset : offset + limit]}
+
+    @v1.get("/coils/{coil_id}/defects/{defect_id}/crop", response_class=Response,
+            responses={200: {"content": {"image/png": {}}}})
+    async def get_crop(coil_id: CoilId, defect_id: Annotated[int, PathParam(ge=0)]):
+        """A PNG crop of the defect in its first frame, its box drawn."""
+        return Response(await run_in_threadpool(station.crop, coil_id, defect_id), media_type="image/png")
+
+    @v1.post("/coils/{coil_id}/close", response_model=S.Grade)
+    async def close_coil(coil_id: CoilId, allow_missing: bool = False):
+        """Grade the coil by the rules and close it; the grade names the rules that decided it."""
+        return await run_in_threadpool(station.close_coil, coil_id, allow_missing)
+
+    @v1.get("/coils/{coil_id}/report", response_class=Response,
+            responses={200: {"content": {"text/html": {}, "text/csv": {}, "application/json": {}}}})
+    async def get_report(coil_id: CoilId, format: Literal["html", "csv", "json"] = "html"):  # noqa: A002
+        """The coil report: one self-contained HTML page (images inlined), or its CSV / JSON export."""
+        folder = await run_in_threadpool(station.report, coil_id)
+        if format == "csv":
+            return FileResponse(folder / "defects.csv", media_type="text/csv", filename=f"{coil_id}_defects.csv")
+        if format == "json":
+            return FileResponse(folder / "report.json", media_type="application/json")
+        return HTMLResponse(await run_in_threadpool(_inline_images, folder))
+
+    # single images, NEU models ----------------------------------------------------------------------------
+    async def _single(image: UploadFile, model: LazyModel, fn):
+        img = await run_in_threadpool(decode_image, await image.read(), settings.limits.max_pixels, None, "image")
+        return await asyncio.wrap_future(model.pool.submit(fn, model, img))
+
+    @v1.post("/classify", response_model=S.Classification)
+    async def post_classify(image: Annotated[UploadFile, File()]):
+        """Classify one image with the NEU-CLS model (built-in `neu-cls` unless configured)."""
+        return await _single(image, models["classification"], classify)
+
+    @v1.post("/detect", response_model=S.Detections)
+    async def post_detect(image: Annotated[UploadFile, File()]):
+        """Boxes on one image with the NEU-DET detector (built-in `neu-det` unless configured)."""
+        return await _single(image, models["detection"], detect)
+
+    app.include_router(v1)
+
+    # open: health, metrics, the dashboard's static files (they hold no data; the data needs the token) ----
+    @app.get("/healthz", response_model=S.Health)
+    async def healthz():
+        return {"status": "ok", "model": station.runtime.meta.get("model"), "queue": station.batcher.pending(),
+                "uptime_s": round(time.monotonic() - started, 1), "auth": expected is not None}
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus():
+        metrics.queue.set(station.batcher.pending())
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard():
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+_SRC = re.compile(r'src="([A-Za-z0-9_./-]+\.png)"')
+
+
+def _inline_images(folder: Path) -> str:
+    """report.html with its PNGs as data: URIs, so one response is the whole report."""
+    root = folder.resolve()
+
+    def inline(m: re.Match) -> str:
+        path = (folder / m.group(1)).resolve()
+        if root not in path.parents or not path.is_file():
+            return m.group(0)
+        return f'src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    return _SRC.sub(inline, (folder / "report.html").read_text())

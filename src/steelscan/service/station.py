@@ -1,0 +1,264 @@
+"""The station behind the service: coils opened over the API, frames inspected and recorded one by one.
+
+It reuses the inspection path unchanged (tiles -> gate -> segmenter -> pieces in owned rows -> records ->
+merged defects -> periodic -> grade -> report) and adds what a service needs: coils whose length is not
+known in advance (a coil is as long as its highest committed frame), frames saved beside the records for
+defect crops and the report, and coil ids checked before they touch the file system.
+
+Files (under `data_dir`, paths built here from validated coil ids only):
+  frames/<coil_id>/<frame:06d>.png   the frames as received (crops, report gallery)
+  reports/<coil_id>/                 the coil report, rewritten when the coil has changed
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from steelscan.errors import SteelscanError
+from steelscan.grading import Rules, grade_coil, load_rules
+from steelscan.inspection.geometry import geometry_from_manifest
+from steelscan.inspection.merge import merge_pieces, pieces_from_masks
+from steelscan.inspection.periodic import find_periodic
+from steelscan.inspection.runner import Coil, segment_frames
+from steelscan.postprocess import PostProcess
+from steelscan.runtime import SegmenterRuntime
+from steelscan.service.batcher import Batcher
+from steelscan.store import Store, check_coil_id
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(SteelscanError):
+    """An unknown coil or defect (HTTP 404)."""
+
+
+class Conflict(SteelscanError):
+    """The request contradicts the stored state: another geometry, a closed coil, missing frames (HTTP 409)."""
+
+
+@dataclass(frozen=True)
+class FrameJob:
+    coil: Coil
+    frame: int
+    image: np.ndarray
+
+
+@dataclass
+class FrameResult:
+    coil_id: str
+    frame: int
+    committed: bool  # False: this frame was already in the store (a retry); nothing was written
+    pieces: list[dict]
+    ms: float
+    tiles: int
+    tiles_decoded: int
+    batch_frames: int
+
+
+@dataclass
+class Station:
+    artifact: Path
+    db: str
+    data_dir: Path
+    rules: Rules = field(default_factory=load_rules)
+    threads: int = 2
+    max_batch_frames: int = 4
+    gate: bool = True
+    tile_batch: int = 8
+
+    def __post_init__(self) -> None:
+        self.runtime = SegmenterRuntime(self.artifact, self.threads)
+        self.pp = PostProcess.from_dict(self.runtime.meta["postprocess"])
+        self.class_names = list(self.runtime.meta["class_names"])
+        self.store = Store(self.db)
+        self.data_dir = Path(self.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.batcher = Batcher(self._inspect_batch, self.max_batch_frames)
+        self._report_lock = threading.Lock()
+
+    def close(self) -> None:
+        self.batcher.close()
+        self.store.close()
+
+    # coils -----------------------------------------------------------------------------------------------
+    def open_coil(self, coil_id: str, geometry: dict, frame_shape: tuple[int, int]) -> tuple[dict, bool]:
+        """Create the coil (True) or return the stored one if it has the same geometry (False)."""
+        check_coil_id(coil_id)
+        g = geometry_from_manifest(geometry)
+        g.validate(frame_shape[1], frame_shape[0])
+        info_geometry = {**g.as_dict(), "frame_height_px": int(frame_shape[0]), "frame_width_px": int(frame_shape[1])}
+        if self._exists(coil_id):
+            stored = self.store.coil(coil_id)["info"].get("geometry")
+            if stored != info_geometry:
+                raise Conflict(f"coil {coil_id!r} exists with geometry {stored}, got {info_geometry}; "
+                               "use the same geometry or a new coil id")
+            return self.store.coil(coil_id), False
+        self.store.open_coil(coil_id, {"geometry": info_geometry, "model": self.runtime.meta.get("model"),
+                                       "source": "service"})
+        return self.store.coil(coil_id), True
+
+    def coil(self, coil_id: str) -> Coil:
+        """The stored coil as the inspection code sees it, `n_frames` = highest committed frame + 1."""
+        rec = self._record(coil_id)
+        g = rec["info"].get("geometry") or {}
+        if "frame_height_px" not in g:
+            raise Conflict(f"coil {coil_id!r} was not opened by the service (no frame size stored); "
+                           "inspect it with `steelscan inspect`")
+        done = self.store.frames_done(coil_id)
+        return Coil(coil_id, geometry_from_manifest(g), (int(g["frame_height_px"]), int(g["frame_width_px"])),
+                    max(done) + 1 if done else 0)
+
+    def _exists(self, coil_id: str) -> bool:
+        try:
+            self.store.coil(coil_id)
+            return True
+        except SteelscanError:
+            return False
+
+    def _record(self, coil_id: str) -> dict:
+        check_coil_id(coil_id)
+        try:
+            return self.store.coil(coil_id)
+        except SteelscanError:
+            raise NotFound(f"unknown coil {coil_id!r}: open it first with POST /v1/coils") from None
+
+    # frames ----------------------------------------------------------------------------------------------
+    def prepare_frame(self, coil_id: str, frame: int) -> Coil:
+        """Checks before the upload is decoded: the coil exists and is open, the frame index is sane."""
+        coil = self.coil(coil_id)
+        if self._record(coil_id)["status"] != "open":
+            raise Conflict(f"coil {coil_id!r} is closed: it takes no more frames")
+        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 10_000_000:
+            raise SteelscanError(f"frame must be an integer 0..9999999 (its index from the coil head), got {frame!r}")
+        return coil
+
+    def submit(self, job: FrameJob):
+        """A Future of the FrameResult; inference and the commit happen on the batcher's thread."""
+        return self.batcher.submit(job)
+
+    def _inspect_batch(self, jobs: Sequence[FrameJob]) -> list[FrameResult | BaseException]:
+        t0 = time.perf_counter()
+        outs = segment_frames(self.runtime, self.pp, [j.image for j in jobs], self.gate, self.tile_batch)
+        ms = 1000 * (time.perf_counter() - t0) / len(jobs)
+        results: list[FrameResult | BaseException] = []
+        for job, (masks, probs, n_tiles, n_dec) in zip(jobs, outs):
+            try:
+                h = job.coil.frame_shape[0]
+                # n_frames unknown while frames stream in: every frame keeps its lower overlap half for the next
+                owned = job.coil.geometry.owned_rows(job.frame, h, None)
+                pieces = pieces_from_masks(job.frame, masks, probs, owned, self.class_names)
+                self._save_frame(job.coil.coil_id, job.frame, job.image)  # before the commit: a committed frame has its file
+                committed = self.store.add_frame(job.coil.coil_id, job.frame, pieces,
+                                                 {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec,
+                                                  "batch_frames": len(jobs)})
+                if not committed:
+                    pieces = [p for p in self.store.pieces(job.coil.coil_id) if p.frame == job.frame]
+                results.append(FrameResult(job.coil.coil_id, job.frame, committed, [p.as_dict() for p in pieces],
+                                           round(ms, 2), n_tiles, n_dec, len(jobs)))
+            except BaseException as exc:  # noqa: BLE001 - one bad frame must not fail the others in its batch
+                results.append(exc)
+        return results
+
+    def _frame_path(self, coil_id: str, frame: int) -> Path:
+        return self.data_dir / "frames" / check_coil_id(coil_id) / f"{int(frame):06d}.png"
+
+    def _save_frame(self, coil_id: str, frame: int, image: np.ndarray) -> None:
+        path = self._frame_path(coil_id, frame)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise SteelscanError(f"could not encode frame {frame} of coil {coil_id}")
+        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, path)
+
+    def read_frame(self, coil_id: str, frame: int) -> np.ndarray:
+        img = cv2.imread(str(self._frame_path(coil_id, frame)), cv2.IMREAD_GRAYSCALE)
+        if img is None:
+            raise NotFound(f"frame {frame} of coil {coil_id!r} is not stored on this station")
+        return img
+
+    # results ---------------------------------------------------------------------------------------------
+    def defects(self, coil_id: str) -> list[dict]:
+        """The coil's defects so far, merged across frames and tiles, in strip coordinates."""
+        coil = self.coil(coil_id)
+        h, w = coil.frame_shape
+        return [d.as_dict() for d in merge_pieces(self.store.pieces(coil_id), coil.geometry, w, h)]
+
+    def summary(self, coil_id: str) -> dict:
+        """The coil record plus counts by class, periodic findings and the grade (provisional while open)."""
+        rec, coil = self._record(coil_id), self.coil(coil_id)
+        defects = self.defects(coil_id)
+        counts: dict[str, int] = {}
+        for d in defects:
+            counts[d["class"]] = counts.get(d["class"], 0) + 1
+        grade = rec["grade"] if rec["status"] == "closed" else self._grade(coil, defects)
+        missing = sorted(set(range(coil.n_frames)) - self.store.frames_done(coil_id))
+        return {**rec, "coil": coil.as_dict() if coil.n_frames else None, "n_defects": len(defects),
+                "counts_by_class": counts, "periodic": [f.as_dict() for f in find_periodic(defects)],
+                "grade": grade, "grade_final": rec["status"] == "closed", "missing_frames": missing[:100],
+                "n_missing_frames": len(missing)}
+
+    def _grade(self, coil: Coil, defects: list[dict]) -> dict | None:
+        if not coil.n_frames:
+            return None
+        return grade_coil(defects, coil.length_m, coil.geometry.strip_width_mm, self.rules).as_dict()
+
+    def close_coil(self, coil_id: str, allow_missing: bool = False) -> dict:
+        """Grade the coil and close it to further frames; closing twice returns the stored grade."""
+        rec, coil = self._record(coil_id), self.coil(coil_id)
+        if rec["status"] == "closed":
+            return rec["grade"]
+        if not coil.n_frames:
+            raise Conflict(f"coil {coil_id!r} has no frames yet: nothing to grade")
+        missing = sorted(set(range(coil.n_frames)) - self.store.frames_done(coil_id))
+        if missing and not allow_missing:
+            raise Conflict(f"coil {coil_id!r} lacks {len(missing)} of frames 0..{coil.n_frames - 1} (first: "
+                           f"{missing[0]}); post them, or close with allow_missing=true")
+        grade = self._grade(coil, self.defects(coil_id))
+        self.store.close_coil(coil_id, grade)
+        return grade
+
+    def crop(self, coil_id: str, defect_id: int) -> bytes:
+        """PNG of a defect in its first frame, its box drawn in its class colour."""
+        from steelscan.report import defect_crop
+
+        found = [d for d in self.defects(coil_id) if d["id"] == defect_id]
+        if not found:
+            raise NotFound(f"coil {coil_id!r} has no defect {defect_id}")
+        d = found[0]
+        crop = defect_crop(self.read_frame(coil_id, d["frame"]), d["bbox"], d["class"], self.class_names)
+        if crop is None:
+            raise NotFound(f"defect {defect_id} of coil {coil_id!r} lies outside its frame")
+        return cv2.imencode(".png", crop)[1].tobytes()
+
+    def report(self, coil_id: str) -> Path:
+        """The report folder of the coil, rewritten if frames or the grade changed since it was written."""
+        from steelscan.report import write_report
+
+        rec, coil = self._record(coil_id), self.coil(coil_id)
+        if not coil.n_frames:
+            raise Conflict(f"coil {coil_id!r} has no frames yet: no report")
+        out = self.data_dir / "reports" / check_coil_id(coil_id)
+        stamp = f"{rec['n_frames']}:{rec['status']}"
+        with self._report_lock:  # two readers must not write one folder at once
+            marker = out / ".stamp"
+            if marker.is_file() and marker.read_text() == stamp and (out / "report.html").is_file():
+                return out
+            s = self.summary(coil_id)
+            defects = self.defects(coil_id)
+            doc_coil = {**coil.as_dict(), "status": rec["status"]}
+            grade = s["grade"] or {}
+            write_report(out, doc_coil, defects, s["periodic"], grade,
+                         lambda k: self.read_frame(coil_id, k), self.class_names)
+            marker.write_text(stamp)
+        return out

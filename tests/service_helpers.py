@@ -1,0 +1,47 @@
+"""Shared by the service tests: a tiny untrained segmenter artifact that still finds "defects", a synthetic
+coil, and an app on a temporary store."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FRAME_W, FRAME_H = 256, 128
+
+
+def tiny_artifact(folder: Path) -> Path:
+    import torch
+
+    from steelscan.export import export_segmenter
+    from steelscan.models.segmenter import build_segmenter, segmenter_normalise
+    from steelscan.postprocess import PostProcess
+
+    torch.manual_seed(0)
+    model = build_segmenter("unet_efficientnet_lite0").eval()
+    mean, std = segmenter_normalise("unet_efficientnet_lite0")
+    # thresholds near the untrained head's prior (P = 0.01): it then finds "defects", exercising every step
+    pp = PostProcess(threshold=(0.0101,) * 4, min_area=(20,) * 4)
+    meta = {"task": "segmentation", "model": "unet_efficientnet_lite0", "model_kwargs": {"in_chans": 1},
+            "class_names": ["1", "2", "3", "4"], "mean": mean, "std": std, "postprocess": pp.as_dict()}
+    return export_segmenter(model, meta, folder / "seg.onnx", (64, 128), gate_threshold=0.0)
+
+
+def coil_frames(folder: Path, n: int = 6, seed: int = 4) -> list[Path]:
+    from steelscan.data.synthetic import write_coil
+
+    write_coil(folder, n_frames=n, seed=seed, workers=1, frame_width=FRAME_W, frame_height=FRAME_H, frame_overlap=8,
+               strip_width_mm=300)
+    return sorted((folder / "frames").glob("*.png"))
+
+
+def png_bytes(img: np.ndarray, mode: str | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img, mode).save(buf, format="PNG") if mode else Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+COIL_BODY = {"mm_per_px_across": 1.5, "mm_per_px_along": 1.0, "strip_width_mm": 300.0, "frame_overlap_px": 8,
+             "frame_width": FRAME_W, "frame_height": FRAME_H}
