@@ -3,11 +3,10 @@ coil, and an app on a temporary store."""
 
 from __future__ import annotations
 
-import io
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 FRAME_W, FRAME_H = 256, 128
 
@@ -37,11 +36,40 @@ def coil_frames(folder: Path, n: int = 6, seed: int = 4) -> list[Path]:
     return sorted((folder / "frames").glob("*.png"))
 
 
-def png_bytes(img: np.ndarray, mode: str | None = None) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img, mode).save(buf, format="PNG") if mode else Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
+def png_bytes(img: np.ndarray) -> bytes:
+    """PNG of a uint8 or uint16 (16-bit PNG) array."""
+    import cv2
+
+    return cv2.imencode(".png", img)[1].tobytes()
 
 
 COIL_BODY = {"mm_per_px_across": 1.5, "mm_per_px_along": 1.0, "strip_width_mm": 300.0, "frame_overlap_px": 8,
              "frame_width": FRAME_W, "frame_height": FRAME_H}
+
+
+@contextmanager
+def served(app):
+    """The app on a real uvicorn server on a free loopback port, in a thread; yields its base URL.
+    (TestClient waits for the whole ASGI call, so timings and the browser need a real server.)"""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    t0 = time.monotonic()
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() - t0 > 30:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

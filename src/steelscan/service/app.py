@@ -153,8 +153,10 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
         data = await image.read()
         img = await run_in_threadpool(decode_image, data, settings.limits.max_pixels, coil.frame_shape,
                                       f"frame {frame}")
-        metrics.queue.set(station.batcher.pending() + 1)
-        result = await asyncio.wrap_future(station.submit(FrameJob(coil, frame, img)))
+        result = await run_in_threadpool(station.stored, coil_id, frame)
+        if result is None:
+            metrics.queue.set(station.batcher.pending() + 1)
+            result = await asyncio.wrap_future(station.submit(FrameJob(coil, frame, img)))
         if result.committed:
             metrics.frames.inc()
             metrics.inference.observe(result.ms / 1000)

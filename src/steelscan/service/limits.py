@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 
 
-class _TooLarge(Exception):
-    pass
-
-
 async def _send_error(send, status: int, message: str) -> None:
     body = json.dumps({"error": message, "status": status}).encode()
     await send({"type": "http.response.start", "status": status,
@@ -34,24 +30,36 @@ class BodyLimit:
                 return await _send_error(send, 400, f"Content-Length must be an integer, got {length[:40]!r}")
             if n > self.max_bytes:
                 return await _send_error(send, 413, f"request body is {n} bytes; {limit}")
-        seen, started = 0, False
+        seen, exceeded, sent = 0, False, False
 
         async def counted():
-            nonlocal seen
+            # Past the limit the app is told the client left, so it stops reading; whatever it answers
+            # then (frameworks turn a broken body into a 400) is replaced by the 413 below.
+            nonlocal seen, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    exceeded = True
+                    return {"type": "http.disconnect"}
             return msg
 
-        async def tracked(msg):
-            nonlocal started
-            started = started or msg["type"] == "http.response.start"
+        async def guarded(msg):
+            nonlocal sent
+            if exceeded:
+                if not sent:
+                    sent = True
+                    await _send_error(send, 413, f"request body exceeds {self.max_bytes} bytes; {limit}")
+                return
+            sent = sent or msg["type"] == "http.response.start"
             await send(msg)
 
         try:
-            await self.app(scope, counted, tracked)
-        except _TooLarge:
-            if not started:
-                await _send_error(send, 413, f"request body exceeds {self.max_bytes} bytes; {limit}")
+            await self.app(scope, counted, guarded)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not sent:
+            await _send_error(send, 413, f"request body exceeds {self.max_bytes} bytes; {limit}")

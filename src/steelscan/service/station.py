@@ -141,6 +141,13 @@ class Station:
             raise SteelscanError(f"frame must be an integer 0..9999999 (its index from the coil head), got {frame!r}")
         return coil
 
+    def stored(self, coil_id: str, frame: int) -> FrameResult | None:
+        """A retry of a committed frame is answered from the store, without inference."""
+        if frame not in self.store.frames_done(coil_id):
+            return None
+        pieces = [p.as_dict() for p in self.store.pieces(coil_id) if p.frame == frame]
+        return FrameResult(coil_id, frame, False, pieces, 0.0, 0, 0, 0)
+
     def submit(self, job: FrameJob):
         """A Future of the FrameResult; inference and the commit happen on the batcher's thread."""
         return self.batcher.submit(job)

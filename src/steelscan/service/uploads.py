@@ -48,7 +48,7 @@ def decode_image(data: bytes, max_pixels: int, shape: tuple[int, int] | None = N
         im.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise UploadError(422, f"{what} is truncated or corrupt ({im.format}, {w}x{h}): {exc}") from None
-    grey = np.asarray(im if mode == "L" else im.convert("L"), dtype=np.uint8)
+    grey = np.array(im if mode == "L" else im.convert("L"), dtype=np.uint8)  # a writable copy (torch wants one)
     if shape is not None and grey.shape != tuple(shape):
         raise UploadError(422, f"{what} is {w}x{h} px; expected {shape[1]}x{shape[0]} (width x height)")
     return grey
