@@ -7,9 +7,11 @@ One process, the same frames and the same weights for every row:
   checkpoint's PostProcess (threshold + min area), as a Kaggle notebook does;
 * "steelscan inspection path": the artifact exported from the same checkpoint (`export_segmenter`, tile
   `--tile`, default the checkpoint's crop; 1600 is no multiple of 512, so the tiler reflect-pads to 2048)
-  through `segment_frame` with the tile gate on, `--batch` tiles per call;
+  through `segment_frames` with the tile gate on, `--batch` tiles per call (whole frames per call, as
+  `steelscan inspect` groups them);
 * optional `--variants` rows: gate-off, batch1, int8 (ORT static QDQ, per-channel, of the artifact,
-  calibrated on tiles of frames after the timed ones, never the frames it is scored on, when there are any).
+  calibrated on tiles of frames after the timed ones, never the frames it is scored on, when there are any),
+  frame-tile (a second artifact whose tile is the whole frame: no padding, no seams; gate on and off).
 
 Timing: 2 warm-up frames, then all `--frames` frames, best of `--repeats` passes; torch and ORT use `--threads`
 threads. Each pass covers normalising, inference and binarizing. Dice is the Kaggle Dice of each row's masks
@@ -40,14 +42,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from steelscan.data.severstal import SeverstalDataset
 from steelscan.evaluate_segmentation import dice_report
 from steelscan.export import export_segmenter, quantize_int8
-from steelscan.inspection.runner import segment_frame
+from steelscan.inspection.runner import frames_per_call, segment_frames
 from steelscan.inspection.tiles import cut_tiles
 from steelscan.postprocess import PostProcess, binarize
 from steelscan.runs import load_checkpoint
 from steelscan.runtime import SegmenterRuntime
 
 NEED_MPX_S = (20_000 / 0.5) * (2_000 / 0.5) / 1e6  # rows/s (20 m/s) x px/row (2 m), 0.5 mm/px: 160 Mpx/s
-VARIANTS = ("gate-off", "batch1", "int8")
+VARIANTS = ("gate-off", "batch1", "int8", "frame-tile")
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -132,8 +134,11 @@ def main(argv: list[str] | None = None) -> dict:
         return out
 
     def tiled(runtime: SegmenterRuntime, gate: bool, batch: int):
+        per_call = frames_per_call(len(cut_tiles(frames[0], runtime.tile)[0]), batch)  # as `steelscan inspect` does
+
         def run(batch_frames: list[np.ndarray]) -> list[tuple[np.ndarray, int, int]]:
-            return [(r[0], r[2], r[3]) for r in (segment_frame(runtime, pp, f, gate, batch) for f in batch_frames)]
+            return [(r[0], r[2], r[3]) for i in range(0, len(batch_frames), per_call)
+                    for r in segment_frames(runtime, pp, batch_frames[i : i + per_call], gate, batch)]
         return run
 
     rows = []
@@ -152,6 +157,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     add_row(f"eager PyTorch (Kaggle-notebook style), batch {args.eager_batch}", eager, lambda t, d: frame_flops)
     tiled_flops = lambda t, d: t * enc_flops + d * (tile_flops - enc_flops)  # noqa: E731
+    frame_enc_flops = count_flops(lambda x: model.net.classification_head(model.net.encoder(x)[-1]), x1)
+    frame_tile_flops = lambda t, d: t * frame_enc_flops + d * (frame_flops - frame_enc_flops)  # noqa: E731
     int8_note = None
     with tempfile.TemporaryDirectory() as tmp:
         art = export_segmenter(model, meta, Path(tmp) / "seg.onnx", tile, args.gate_threshold)
@@ -161,6 +168,12 @@ def main(argv: list[str] | None = None) -> dict:
             add_row(f"steelscan, gate off, batch {args.batch}", tiled(rt, False, args.batch), tiled_flops)
         if "batch1" in variants:
             add_row("steelscan, gate on, batch 1", tiled(rt, True, 1), tiled_flops)
+        if "frame-tile" in variants:
+            whole = SegmenterRuntime(export_segmenter(model, meta, Path(tmp) / "frame.onnx", (h, w), args.gate_threshold),
+                                     args.threads)
+            for gate in (True, False):
+                add_row(f"steelscan, whole-frame tile {h}x{w}, gate {'on' if gate else 'off'}, batch {args.batch}",
+                        tiled(whole, gate, args.batch), frame_tile_flops)
         if "int8" in variants:
             calib = rt.normalise(np.concatenate([cut_tiles(f, tile)[0] for f in calib_frames[: args.calibration]]))
             try:

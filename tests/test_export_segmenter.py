@@ -81,3 +81,11 @@ def test_tiles_round_trip(shape):
     assert tiles.shape[1:] == TILE and len(tiles) == grid.rows * grid.cols
     back = stitch(tiles[:, None].astype(np.float32), grid)
     assert back.shape == (1, *shape) and np.array_equal(back[0], frame)
+
+
+def test_whole_frame_tile_only_where_the_model_takes_the_frame():
+    from steelscan.inspection.tiles import whole_frame_tile
+
+    assert whole_frame_tile((256, 1600)) == (256, 1600)  # Severstal frames: 8 x 50 strides of 32
+    assert whole_frame_tile((250, 1600)) is None and whole_frame_tile((256, 1601)) is None
+    assert whole_frame_tile((4096, 4096)) is None  # too large for one tile: the training crop is used

@@ -14,15 +14,19 @@ from steelscan.cli._common import setup_logging
 DEFAULT_MODEL = "severstal"
 
 
-def resolve_artifact(model: str, out: Path) -> Path:
-    """An .onnx artifact as given, else export the checkpoint (run folder, .pt, built-in) into OUT once."""
+def resolve_artifact(model: str, out: Path, frame_shape: tuple[int, int] | None = None) -> Path:
+    """An .onnx artifact as given, else export the checkpoint (run folder, .pt, built-in) into OUT once, with
+    the whole frame as its tile where the model takes it (see `whole_frame_tile`)."""
     from steelscan.cli.export import export_artifact
+    from steelscan.inspection.tiles import whole_frame_tile
 
     if model.endswith(".onnx"):
         return Path(model)
-    target = out / f"{Path(model).name.removesuffix('.pt')}.onnx"
+    tile = whole_frame_tile(frame_shape) if frame_shape else None
+    suffix = f"_{tile[0]}x{tile[1]}" if tile else ""
+    target = out / f"{Path(model).name.removesuffix('.pt')}{suffix}.onnx"
     if not target.is_file():
-        export_artifact(model, target)
+        export_artifact(model, target, tile)
     return target
 
 
@@ -61,7 +65,7 @@ def command(
                  "frame_overlap_px": overlap, "surface_side": side}
     coil, paths = open_coil(coil_dir, manifest, overrides, coil_id)
     out.mkdir(parents=True, exist_ok=True)
-    runtime = SegmenterRuntime(resolve_artifact(model, out))
+    runtime = SegmenterRuntime(resolve_artifact(model, out, coil.frame_shape))
     store = Store(db or str(out / "records.db"))
     con = Console()
     with Progress(TextColumn("[bold]inspecting[/] {task.description}"), BarColumn(), MofNCompleteColumn(),

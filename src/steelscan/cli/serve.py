@@ -50,8 +50,9 @@ def command(
         geometry.update({k: m[k] for k in geometry if k in m})
         geometry.update({k: m[f"{k}_px"] for k in ("frame_width", "frame_height") if f"{k}_px" in m})
     data_dir.mkdir(parents=True, exist_ok=True)
+    frame_shape = (int(geometry["frame_height"]), int(geometry["frame_width"]))
     settings = Settings(
-        artifact=resolve_artifact(model, data_dir), db=db or str(data_dir / "records.db"), data_dir=data_dir,
+        artifact=resolve_artifact(model, data_dir, frame_shape), db=db or str(data_dir / "records.db"), data_dir=data_dir,
         rules=rules, token=token, geometry=geometry, classifier=classifier, detector=detector, threads=threads,
         max_batch_frames=batch_frames,
         limits=Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, request_timeout_s=timeout),

@@ -135,9 +135,9 @@ def segment_frames(runtime: SegmenterRuntime, pp: PostProcess, frames: list[np.n
     return out
 
 
-def segment_frame(runtime: SegmenterRuntime, pp: PostProcess, frame: np.ndarray, gate: bool,
-                  batch: int) -> tuple[np.ndarray, np.ndarray, int, int]:
-    return segment_frames(runtime, pp, [frame], gate, batch)[0]
+def frames_per_call(tiles_per_frame: int, batch: int) -> int:
+    """Whole frames that fit one model call of `batch` tiles (at least one)."""
+    return max(1, batch // max(1, tiles_per_frame))
 
 
 def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, np.ndarray]]],
@@ -151,20 +151,33 @@ def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, 
     if done:
         log.info("coil %s: resuming, %d frame(s) already committed", coil.coil_id, len(done))
     stats = {"frames": 0, "resumed": len(done), "tiles": 0, "tiles_decoded": 0, "seconds": 0.0}
+    group: list[tuple[int, np.ndarray]] = []
+    per_call = frames_per_call(-(-h // runtime.tile[0]) * -(-w // runtime.tile[1]), batch)
+
+    def flush() -> None:
+        # frames of one call are inferred together, then committed one by one, in order
+        t0 = time.perf_counter()
+        outs = segment_frames(runtime, pp, [f for _, f in group], gate, batch)
+        ms = 1000 * (time.perf_counter() - t0) / len(group)
+        for (k, _), (masks, probs, n_tiles, n_dec) in zip(group, outs):
+            pieces = pieces_from_masks(k, masks, probs, coil.geometry.owned_rows(k, h, coil.n_frames), names)
+            store.add_frame(coil.coil_id, k, pieces, {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec})
+            stats["frames"] += 1
+            stats["tiles"] += n_tiles
+            stats["tiles_decoded"] += n_dec
+            stats["seconds"] += ms / 1000
+            if on_frame is not None:
+                on_frame(k, {"pieces": len(pieces), "ms": ms, "committed": len(done) + stats["frames"]})
+        group.clear()
+
     for k, frame in frames(done):
         if k >= coil.n_frames:
             raise SteelscanError(f"frame {k} is past the coil's {coil.n_frames} frames")
-        t0 = time.perf_counter()
-        masks, probs, n_tiles, n_dec = segment_frame(runtime, pp, frame, gate, batch)
-        pieces = pieces_from_masks(k, masks, probs, coil.geometry.owned_rows(k, h, coil.n_frames), names)
-        ms = 1000 * (time.perf_counter() - t0)
-        store.add_frame(coil.coil_id, k, pieces, {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec})
-        stats["frames"] += 1
-        stats["tiles"] += n_tiles
-        stats["tiles_decoded"] += n_dec
-        stats["seconds"] += ms / 1000
-        if on_frame is not None:
-            on_frame(k, {"pieces": len(pieces), "ms": ms, "committed": len(done) + stats["frames"]})
+        group.append((k, frame))
+        if len(group) >= per_call:
+            flush()
+    if group:
+        flush()
     return stats
 
 
