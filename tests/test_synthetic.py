@@ -357,3 +357,25 @@ def test_cli(tmp_path, capsys):
     assert err.startswith("steelscan: error:") and "Traceback" not in err
     assert main(["synth", "neu-cls", str(tmp_path / "ok"), "--n", "6"]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_coil_is_also_a_kaggle_training_folder(tmp_path):
+    """train.csv + train_images/ of a coil decode to masks that cover exactly the truth's defects."""
+    import json
+
+    from steelscan.data.severstal import SeverstalDataset
+    from steelscan.data.synthetic import write_coil
+
+    write_coil(tmp_path / "c", n_frames=12, seed=3, workers=1, frame_width=256, frame_height=128, frame_overlap=8,
+               strip_width_mm=300)
+    ds = SeverstalDataset.from_root(tmp_path / "c", shape=(128, 256))
+    truth = json.loads((tmp_path / "c" / "defects_truth.json").read_text())
+    assert len(ds) == 12 and truth["defects"]
+    boxes = np.zeros((12, 4, 128, 256), bool)  # the union of truth boxes per frame and class
+    for d in truth["defects"]:
+        for f in d["frames"]:
+            x0, y0, x1, y1 = f["bbox"]
+            assert ds[f["frame"]]["mask"][d["class"] - 1, y0:y1, x0:x1].any()
+            boxes[f["frame"], d["class"] - 1, y0:y1, x0:x1] = True
+    masks = np.stack([ds[k]["mask"] for k in range(12)]).astype(bool)
+    assert masks.any() and not (masks & ~boxes).any()  # no mask pixel outside the truth's boxes

@@ -8,6 +8,8 @@ On-disk format (what the inspection station reads):
   moves so that coil row 0 (the head end) is the top of frame 0; both strip edges are in view with dark
   background beyond them, at fixed columns `strip_edges_px` = [left, right) (no lateral wander).
 - OUT/manifest.yaml: coil id, frame geometry, mm per pixel across and along, strip width, surface side.
+- OUT/train.csv + OUT/train_images -> frames: the same frames in Kaggle's Severstal layout (ImageId, ClassId,
+  EncodedPixels; RLE column-major on the frame's H x W), so a coil is also a segmentation training folder.
 - OUT/defects_truth.json: every defect with its Severstal ClassId, kind, the frames it appears in and its
   box there (xyxy, 0-based, x2/y2 exclusive), its box in coil pixels, and its centre along the coil in
   metres (from the head end) and across the strip in mm (from the left strip edge, image x = left). Defects
@@ -31,6 +33,7 @@ import cv2
 import numpy as np
 import yaml
 
+from steelscan.data.rle import rle_encode
 from steelscan.data.synthetic.defects import SEVERSTAL_DRAWERS, draw_roll_mark
 from steelscan.data.synthetic.texture import StripTexture, finish
 from steelscan.data.synthetic.writers import (
@@ -189,6 +192,30 @@ def coil_masks(spec: CoilSpec) -> tuple[np.ndarray, ...]:
     return tuple(_drawer(s)(np.zeros((s.h, s.w), np.float32), _stamp_rng(spec, s)) for s in stamps)
 
 
+def frame_masks(spec: CoilSpec, k: int) -> np.ndarray:
+    """Frame k's truth masks, uint8 [4, frame_height, frame_width] (Severstal ClassIds 1-4)."""
+    _, _, stamps, _ = coil_plan(spec)
+    fy0 = k * spec.step
+    fy1 = fy0 + spec.frame_height
+    out = np.zeros((4, spec.frame_height, spec.frame_width), np.uint8)
+    for s, m in zip(stamps, coil_masks(spec)):
+        a, b = max(s.y0, fy0), min(s.y0 + s.h, fy1)
+        if a < b:
+            out[s.cls - 1, a - fy0 : b - fy0, s.x0 : s.x0 + s.w] |= (m[a - s.y0 : b - s.y0] > 0).astype(np.uint8)
+    return out
+
+
+def kaggle_rows(spec: CoilSpec) -> list[str]:
+    """train.csv rows (new Kaggle format) of every frame's defects; frames without any are listed by ImageId
+    only in the folder, as in Kaggle's own train.csv."""
+    rows = ["ImageId,ClassId,EncodedPixels"]
+    for k in range(spec.n_frames):
+        for c, m in enumerate(frame_masks(spec, k), start=1):
+            if m.any():
+                rows.append(f"{k:06d}.png,{c},{rle_encode(m)}")
+    return rows
+
+
 def render_frame(spec: CoilSpec, k: int) -> np.ndarray:
     """Frame k (uint8 [frame_height, frame_width])."""
     texture, _, stamps, _ = coil_plan(spec)
@@ -296,7 +323,8 @@ def write_coil(
         raise SteelscanError(f"unknown coil option: {exc}") from None
     spec.validate()
     t0 = time.perf_counter()
-    out = prepare_out(out, ["frames/*.png", "manifest.yaml", "defects_truth.json"], overwrite)
+    out = prepare_out(out, ["frames/*.png", "manifest.yaml", "defects_truth.json", "train.csv", "train_images"],
+                      overwrite)
     folder = out / "frames"
     folder.mkdir(exist_ok=True)
     for _ in parallel_map(partial(_frame_one, spec=spec, folder=folder), range(n_frames), n_frames, workers, progress):
@@ -304,6 +332,9 @@ def write_coil(
     truth = coil_truth(spec)
     (out / "defects_truth.json").write_text(dump_truth(truth), encoding="utf-8")
     (out / "manifest.yaml").write_text(yaml.safe_dump(manifest(spec), sort_keys=False), encoding="utf-8")
+    (out / "train.csv").write_text("\n".join(kaggle_rows(spec)) + "\n", encoding="utf-8")
+    if not (out / "train_images").exists():
+        (out / "train_images").symlink_to("frames", target_is_directory=True)
     per_class: dict[str, int] = {}
     for d in truth["defects"]:
         per_class[d["kind"]] = per_class.get(d["kind"], 0) + 1
