@@ -296,3 +296,16 @@ def test_service_on_postgresql(tmp_path, assets, pg_url):
     stored = [p.as_dict() for p in store.pieces("PG1")]
     assert stored == [p for r in results for p in r["pieces"]]
     store.close()
+
+
+def test_a_bug_is_a_json_500_and_the_service_keeps_serving(tmp_path, assets):
+    s = Settings(artifact=assets["artifact"], db=str(tmp_path / "r.db"), data_dir=tmp_path / "data", threads=1)
+    with TestClient(create_app(s), raise_server_exceptions=False) as c:
+        c.post("/v1/coils", json={"coil_id": "C1", **COIL_BODY})
+        station = c.app.state.station
+        real = station.summary
+        station.summary = lambda coil_id: 1 / 0
+        r = c.get("/v1/coils/C1")
+        assert r.status_code == 500 and r.json()["error"].startswith("internal error (ZeroDivisionError)")
+        station.summary = real
+        assert c.get("/v1/coils/C1").status_code == 200

@@ -102,6 +102,11 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
             503 if isinstance(exc, ModelUnavailable) else 422
         return error(status, str(exc))
 
+    @app.exception_handler(Exception)
+    async def _bug(_req, exc: Exception):  # a bug, not bad input: still JSON, and the details go to the log
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        return error(500, f"internal error ({type(exc).__name__}); the server log has the details")
+
     @app.middleware("http")
     async def _timeout_and_metrics(request: Request, call_next):
         t0 = time.perf_counter()
