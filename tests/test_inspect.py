@@ -10,35 +10,20 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from steelscan.cli import main
 from steelscan.errors import SteelscanError
-from steelscan.export import export_segmenter
 from steelscan.inspection.runner import finish_coil, folder_frames, inspect_frames, open_coil, read_frame
-from steelscan.models.segmenter import build_segmenter, segmenter_normalise
-from steelscan.postprocess import PostProcess
 from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store
+from tests.service_helpers import coil_frames, tiny_artifact
 
 
 @pytest.fixture(scope="module")
 def coil_and_artifact(tmp_path_factory):
-    from steelscan.data.synthetic import write_coil
-
     root = tmp_path_factory.mktemp("coil")
-    write_coil(root / "coil", n_frames=6, seed=4, workers=1, frame_width=256, frame_height=128, frame_overlap=8,
-               strip_width_mm=300)
-    torch.manual_seed(0)
-    model = build_segmenter("unet_efficientnet_lite0").eval()
-    mean, std = segmenter_normalise("unet_efficientnet_lite0")
-    # thresholds near the untrained head's prior (P = 0.01) and small areas: an untrained model then finds
-    # "defects", which exercises every step
-    pp = PostProcess(threshold=(0.0101,) * 4, min_area=(20,) * 4)
-    meta = {"task": "segmentation", "model": "unet_efficientnet_lite0", "model_kwargs": {"in_chans": 1},
-            "class_names": ["1", "2", "3", "4"], "mean": mean, "std": std, "postprocess": pp.as_dict()}
-    artifact = export_segmenter(model, meta, root / "seg.onnx", (64, 128), gate_threshold=0.0)
-    return root / "coil", artifact
+    coil_frames(root / "coil", n=6, seed=4)
+    return root / "coil", tiny_artifact(root)
 
 
 def test_tiny_end_to_end_inspect(coil_and_artifact, tmp_path, capsys):

@@ -3,26 +3,16 @@ the SIGKILL fault phase. Starts `steelscan serve` three times as a subprocess (~
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
+from tests.conftest import load_benchmark
 from tests.service_helpers import FRAME_H, FRAME_W, tiny_artifact
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "service_load.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("service_load_bench", BENCH)  # benchmarks/ is not a package
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_service_load_benchmark_smoke(tmp_path):
     art = tiny_artifact(tmp_path)
     out = tmp_path / "service_load.json"
-    doc = _load_benchmark().main([
+    doc = load_benchmark("service_load").main([
         "--model", str(art), "--clients", "3", "--seconds", "3", "--frames", "6",
         "--frame-size", f"{FRAME_W}x{FRAME_H}", "--strip-width-mm", "300", "--read-every", "3",
         "--repost-every", "4", "--json", str(out), "--work-dir", str(tmp_path / "work"),

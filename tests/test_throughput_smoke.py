@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
 
@@ -12,15 +10,7 @@ from steelscan.data.synthetic import write_severstal
 from steelscan.models.segmenter import build_segmenter
 from steelscan.postprocess import PostProcess
 from steelscan.runs import save_checkpoint
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "throughput.py"
-
-
-def _load_benchmark():
-    spec = importlib.util.spec_from_file_location("throughput_bench", BENCH)  # benchmarks/ is not a package
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.conftest import load_benchmark
 
 
 def test_throughput_benchmark_smoke(tmp_path):
@@ -35,7 +25,7 @@ def test_throughput_benchmark_smoke(tmp_path):
     ckpt = tmp_path / "tiny.pt"
     save_checkpoint(ckpt, model, meta)
     out = tmp_path / "throughput.json"
-    bench = _load_benchmark()
+    bench = load_benchmark("throughput")
     bench.main(["--model", str(ckpt), "--data", str(data), "--frames", "3", "--repeats", "1", "--json", str(out)])
 
     doc = json.loads(out.read_text())
