@@ -309,3 +309,4 @@ def test_a_bug_is_a_json_500_and_the_service_keeps_serving(tmp_path, assets):
         assert r.status_code == 500 and r.json()["error"].startswith("internal error (ZeroDivisionError)")
         station.summary = real
         assert c.get("/v1/coils/C1").status_code == 200
+        assert 'steelscan_errors_total{status="500"} 1.0' in c.get("/metrics").text

@@ -115,6 +115,9 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
         except TimeoutError:
             response = error(408, f"request took longer than {settings.limits.request_timeout_s:g} s and was "
                                   "abandoned; a frame may still be committed: posting it again is safe")
+        except Exception:  # a bug: the outermost handler answers it (JSON 500); count it here
+            metrics.errors.labels(500).inc()
+            raise
         route = getattr(request.scope.get("route"), "path", "unmatched")
         metrics.requests.labels(request.method, route, response.status_code).inc()
         metrics.latency.labels(request.method, route).observe(time.perf_counter() - t0)
