@@ -34,6 +34,9 @@ the frames/s one process holds. Machine load (os.getloadavg) is recorded before 
     .venv/bin/python benchmarks/service_load.py                       # 50 clients, 60 s, severstal
     .venv/bin/python benchmarks/service_load.py --clients 4 --seconds 10 --json /tmp/sl.json --keep-work
     .venv/bin/python benchmarks/service_load.py --model /tmp/x/severstal.onnx   # skip the ONNX export
+
+Beside this file (load phase, options, table, JSON): `service_server.py` (server process, store check, shared
+helpers) and `service_fault.py` (fault phase).
 """
 
 from __future__ import annotations
@@ -44,154 +47,30 @@ import json
 import os
 import platform
 import random
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from pathlib import Path
 
 import httpx
 import numpy as np
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-BIN = Path(sys.executable).with_name("steelscan")
-STEELSCAN = [str(BIN)] if BIN.is_file() else [sys.executable, "-c", "from steelscan.cli import run; run()"]
-LOG_NOTEWORTHY = re.compile(r"Traceback|ERROR|Error|Exception|WARNING|Warning|locked|Killed|timeout", re.I)
-MAX_MESSAGES = 10
+# benchmarks/ is not a package: its folder goes on the path so that the sibling modules import both when this
+# runs as a script and when it is loaded from its file path (tests.conftest.load_benchmark)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from service_fault import fault_phase  # noqa: E402
+from service_server import (  # noqa: E402
+    MAX_MESSAGES, STEELSCAN, Server, async_client, check_store, coil_body_from, describe, frame_post, noteworthy,
+    piece_key, proc_cpu_seconds, synth_coil, tail,
+)
 
 
-# server process ---------------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a live process from /proc (Linux), else None."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-class Server:
-    """One `steelscan serve` subprocess on loopback; output appended to `log_path`."""
-
-    def __init__(self, name: str, artifact: Path, data_dir: Path, db: Path, port: int, batch_frames: int,
-                 timeout_s: float, threads: int, log_path: Path):
-        self.name, self.artifact, self.data_dir, self.db = name, artifact, data_dir, db
-        self.port = port or free_port()
-        self.batch_frames, self.timeout_s, self.threads, self.log_path = batch_frames, timeout_s, threads, log_path
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-        self.startup_s: float | None = None
-
-    def start(self, wait_s: float = 300.0) -> Server:
-        cmd = [*STEELSCAN, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--model", str(self.artifact),
-               "--data-dir", str(self.data_dir), "--db", str(self.db), "--batch-frames", str(self.batch_frames),
-               "--timeout", str(self.timeout_s), "--threads", str(self.threads)]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200", "HF_HUB_OFFLINE": "1",
-               "NO_ALBUMENTATIONS_UPDATE": "1"}
-        with self.log_path.open("a") as log:
-            log.write(f"\n===== {time.strftime('%H:%M:%S')} start {self.name}: {' '.join(cmd)}\n")
-        t0 = time.perf_counter()
-        log = self.log_path.open("ab")
-        try:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, start_new_session=True)
-        finally:
-            log.close()  # the child holds its own descriptor
-        while time.perf_counter() - t0 < wait_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server {self.name} exited with {self.proc.returncode} while starting; "
-                                   f"log {self.log_path}:\n{tail(self.log_path)}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=5).status_code == 200:
-                    self.startup_s = time.perf_counter() - t0
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.25)
-        raise RuntimeError(f"server {self.name} did not answer /healthz within {wait_s:.0f} s; log {self.log_path}:\n"
-                           f"{tail(self.log_path)}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash or an OOM kill would."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(30)
-        self._mark("killed (SIGKILL)")
-
-    def stop(self, grace_s: float = 30.0) -> dict:
-        """SIGTERM (graceful: uvicorn drains, the station closes); SIGKILL after `grace_s`."""
-        if not self.alive():
-            return {"shutdown_s": 0.0, "returncode": None if self.proc is None else self.proc.returncode,
-                    "needed_sigkill": False}
-        t0 = time.perf_counter()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(grace_s)
-            forced = False
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(30)
-            forced = True
-        self._mark("stopped (SIGTERM)" + (", then SIGKILL" if forced else ""))
-        return {"shutdown_s": round(time.perf_counter() - t0, 2), "returncode": self.proc.returncode,
-                "needed_sigkill": forced}
-
-    def _mark(self, what: str) -> None:
-        with self.log_path.open("a") as log:
-            log.write(f"===== {time.strftime('%H:%M:%S')} {self.name} {what}\n")
-
-
-def tail(path: Path, n: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return "(no log)"
-
-
-def noteworthy(path: Path, limit: int = 40) -> tuple[int, list[str]]:
-    lines = [ln for ln in path.read_text(errors="replace").splitlines()
-             if LOG_NOTEWORTHY.search(ln) and not ln.startswith("=====")]
-    return len(lines), lines[:limit]
-
-
-# requests -----------------------------------------------------------------------------------------------------
-def piece_key(pieces) -> list:
-    """Pieces as a sorted multiset of (class_name, bbox, area_px), from response dicts or store Pieces."""
-    out = []
-    for p in pieces:
-        if isinstance(p, dict):
-            out.append((str(p["class_name"]), tuple(int(v) for v in p["bbox"]), int(p["area_px"])))
-        else:
-            out.append((str(p.class_name), tuple(int(v) for v in p.bbox), int(p.area_px)))
-    return sorted(out)
-
-
-def describe(resp: httpx.Response | None, exc: BaseException | None) -> str:
-    if exc is not None:
-        return f"{type(exc).__name__}: {str(exc)[:200] or repr(exc)}"
-    try:
-        body = resp.json()
-        return f"HTTP {resp.status_code}: {body.get('error', body) if isinstance(body, dict) else body}"[:300]
-    except ValueError:
-        return f"HTTP {resp.status_code}: {resp.text[:200]!r}"
-
-
+# load phase ---------------------------------------------------------------------------------------------------
 def pct(values, qs=(50, 95, 99)) -> dict:
     if not len(values):
         return {f"p{q}": None for q in qs} | {"mean": None, "max": None, "n": 0}
@@ -233,19 +112,13 @@ async def request(http: httpx.AsyncClient, rec: Recorder, kind: str, method: str
         except ValueError as e:
             ok, exc = False, e
     rec.add(kind, t0, t1, None if resp is None else resp.status_code, ok, None if ok else describe(resp, exc))
-    return ok, body, resp
+    return ok, body
 
 
-def frame_post(coil_id: str, k: int, png: bytes) -> dict:
-    return {"data": {"coil_id": coil_id, "frame": str(k)}, "files": {"image": (f"{k:06d}.png", png, "image/png")}}
-
-
-# load phase ---------------------------------------------------------------------------------------------------
-async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict:
-    n_png = len(pngs)
+async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> tuple[dict, dict, list[str]]:
+    """The load summary; the pieces key of every acknowledged (coil, frame), from its first 200; the coil ids."""
     limits = httpx.Limits(max_connections=args.clients + 8, max_keepalive_connections=args.clients + 8)
-    timeout = httpx.Timeout(args.client_timeout, connect=30.0)
-    acks: dict[tuple[str, int], dict] = {}  # first 200 of each (coil, frame): committed, pieces key
+    acks: dict[tuple[str, int], list] = {}
     anomalies = {"new_frame_not_committed": [], "repost_committed": [], "repost_pieces_differ": [],
                  "read_after_write": []}
     batch_sizes, infer_ms = [], []
@@ -255,10 +128,10 @@ async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict
     rec = Recorder(t_start)
     deadline = t_start + args.seconds
 
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as http:
+    async with async_client(url, args.client_timeout, limits=limits) as http:
         async def client(i: int) -> None:
             coil = coils[i]
-            ok, _, _ = await request(http, rec, "open", "POST", "/v1/coils", json={"coil_id": coil, **coil_body})
+            await request(http, rec, "open", "POST", "/v1/coils", json={"coil_id": coil, **coil_body})
             # the schedule runs on n + a random offset per client (seeded), so the mix holds even when slow
             # frames let each client make only a few requests in the whole phase
             n, nxt = random.Random(args.seed * 100_003 + i).randrange(10**6), 0
@@ -268,7 +141,7 @@ async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict
                     which = n // args.read_every % 3
                     if which == 0:
                         before = acked_per_coil[coil]
-                        ok, body, _ = await request(http, rec, "read_coil", "GET", f"/v1/coils/{coil}")
+                        ok, body = await request(http, rec, "read_coil", "GET", f"/v1/coils/{coil}")
                         if ok and body.get("n_frames", -1) < before:
                             anomalies["read_after_write"].append(f"{coil}: n_frames {body.get('n_frames')} < "
                                                                  f"{before} acknowledged before the read")
@@ -280,8 +153,8 @@ async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict
                     continue
                 repost = bool(args.repost_every) and n % args.repost_every == 1 and (coil, nxt - 1) in acks
                 k = nxt - 1 if repost else nxt
-                ok, body, _ = await request(http, rec, "repost" if repost else "frame", "POST", "/v1/frames",
-                                            **frame_post(coil, k, pngs[k % n_png]))
+                ok, body = await request(http, rec, "repost" if repost else "frame", "POST", "/v1/frames",
+                                         **frame_post(coil, k, pngs))
                 if not repost:
                     nxt += 1
                 if not ok:
@@ -291,24 +164,21 @@ async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict
                     batch_sizes.append(body.get("batch_frames"))
                     infer_ms.append(body.get("ms"))
                 if repost:
-                    first = acks[(coil, k)]
                     if body.get("committed"):
                         anomalies["repost_committed"].append(f"{coil} frame {k}")
-                    if key != first["pieces"]:
+                    if key != acks[(coil, k)]:
                         anomalies["repost_pieces_differ"].append(f"{coil} frame {k}: {len(key)} vs "
-                                                                 f"{len(first['pieces'])} pieces")
-                    first["reposts"] += 1
+                                                                 f"{len(acks[(coil, k)])} pieces")
                 else:
                     if not body.get("committed"):
                         anomalies["new_frame_not_committed"].append(f"{coil} frame {k}")
-                    acks[(coil, k)] = {"committed": bool(body.get("committed")), "pieces": key, "reposts": 0}
+                    acks[(coil, k)] = key
                     acked_per_coil[coil] += 1
 
         cpu0 = time.process_time()
         await asyncio.gather(*(client(i) for i in range(args.clients)))
         t_end = time.perf_counter()
         bench_cpu = time.process_time() - cpu0
-        metrics_lines = []
         try:
             m = await http.get("/metrics", timeout=30)
             metrics_lines = [ln for ln in m.text.splitlines()
@@ -332,7 +202,7 @@ async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict
         by_kind[kind] = {"requests": len(rs), "errors": sum(not r["ok"] for r in rs),
                          "latency_s": pct([r["s"] for r in rs if r["ok"]])}
     reads = [r["s"] for r in recs if r["kind"].startswith("read") and r["ok"]]
-    return {
+    summary = {
         "wall_s": wall, "requests": len(recs), "requests_per_s": len(recs) / wall,
         "frames_accepted": len(frames_ok), "new_frames_accepted": len(new_ok),
         "reposts_accepted": len(frames_ok) - len(new_ok),
@@ -347,313 +217,24 @@ async def load_phase(url: str, args, pngs: list[bytes], coil_body: dict) -> dict
         "mean_batch_frames": float(np.mean([b for b in batch_sizes if b])) if batch_sizes else None,
         "mean_inference_ms_per_frame": float(np.mean([m for m in infer_ms if m is not None])) if infer_ms else None,
         "benchmark_client_cpu_s": bench_cpu, "server_metrics": metrics_lines,
-        "_acks": acks, "_coils": coils,
     }
-
-
-def check_store(db: Path, acks: dict[tuple[str, int], dict], coils: list[str]) -> dict:
-    """Every acknowledged frame stored, with the pieces its response returned; stored-but-unacknowledged counted."""
-    from steelscan.store import Store
-
-    store = Store(str(db))
-    lost, mismatched, unacked = [], [], []
-    checked = pieces_checked = 0
-    try:
-        for coil in coils:
-            done = store.frames_done(coil)
-            stored = defaultdict(list)
-            for p in store.pieces(coil):
-                stored[p.frame].append(p)
-            mine = {f: a for (c, f), a in acks.items() if c == coil}
-            for f, a in sorted(mine.items()):
-                checked += 1
-                pieces_checked += len(a["pieces"])
-                if f not in done:
-                    lost.append(f"{coil} frame {f}")
-                elif piece_key(stored.get(f, [])) != a["pieces"]:
-                    mismatched.append(f"{coil} frame {f}: response {len(a['pieces'])} pieces, store "
-                                      f"{len(stored.get(f, []))}")
-            unacked += [f"{coil} frame {f}" for f in sorted(done - set(mine))]
-    finally:
-        store.close()
-    return {"acknowledged_checked": checked, "pieces_checked": pieces_checked, "lost": len(lost),
-            "mismatched": len(mismatched), "stored_not_acknowledged": len(unacked), "first_lost": lost[:MAX_MESSAGES],
-            "first_mismatched": mismatched[:MAX_MESSAGES], "first_stored_not_acknowledged": unacked[:MAX_MESSAGES]}
-
-
-# fault phase --------------------------------------------------------------------------------------------------
-async def fault_phase(make_server, args, pngs: list[bytes], coil_body: dict, rng: random.Random) -> dict:
-    n = args.frames
-    coil = "fault-1"
-    timeout = httpx.Timeout(args.client_timeout, connect=30.0)
-    kill_after = rng.randint(max(1, n // 4), max(1, n // 2))
-    out: dict = {"coil_id": coil, "n_frames": n, "kill_after_acked": kill_after, "errors": []}
-    acked: dict[int, list] = {}
-    latencies: list[float] = []
-    state = {"in_flight": None}
-    reached = asyncio.Event()
-
-    server = make_server("fault-before-kill")
-    out["startup_s"] = server.startup_s
-    async with httpx.AsyncClient(base_url=server.url, timeout=timeout) as http:
-        r = await http.post("/v1/coils", json={"coil_id": coil, **coil_body})
-        out["open_status"] = r.status_code
-        if r.status_code != 201:
-            out["errors"].append(f"open: {describe(r, None)}")
-
-        async def poster() -> None:
-            try:
-                await post_all()
-            finally:
-                reached.set()  # also when it stopped early: the killer must not wait forever
-
-        async def post_all() -> None:
-            for k in range(n):
-                state["in_flight"] = k
-                t0 = time.perf_counter()
-                try:
-                    resp = await http.post("/v1/frames", **frame_post(coil, k, pngs[k % len(pngs)]))
-                except httpx.TransportError as exc:
-                    out["client_saw"] = f"frame {k}: {type(exc).__name__}: {str(exc)[:200]}"
-                    return
-                if resp.status_code != 200:
-                    out["errors"].append(f"before kill, frame {k}: {describe(resp, None)}")
-                    return
-                latencies.append(time.perf_counter() - t0)
-                acked[k] = piece_key(resp.json()["pieces"])
-                state["in_flight"] = None
-                if len(acked) >= kill_after:
-                    reached.set()
-
-        async def killer() -> None:
-            await reached.wait()
-            delay = rng.uniform(0.1, 0.9) * (float(np.mean(latencies)) if latencies else 0.5)
-            await asyncio.sleep(delay)
-            out["kill_delay_s"] = round(delay, 3)
-            out["in_flight_at_kill"] = state["in_flight"]
-            out["acked_at_kill"] = len(acked)
-            await asyncio.to_thread(server.kill)
-
-        task = asyncio.create_task(poster())
-        await killer()
-        try:
-            await asyncio.wait_for(task, 60)
-        except TimeoutError:
-            task.cancel()
-            out["errors"].append("poster did not notice the kill within 60 s")
-    acked_before = dict(acked)
-    out["acknowledged_before_kill"] = sorted(acked_before)
-    out["mean_frame_latency_before_kill_s"] = float(np.mean(latencies)) if latencies else None
-
-    # what survived: the store, opened directly, before anyone restarts the service
-    survived = check_store(server.db, {(coil, f): {"pieces": p} for f, p in acked_before.items()}, [coil])
-    from steelscan.store import Store
-
-    store = Store(str(server.db))
-    try:
-        done_after_kill = store.frames_done(coil)
-    finally:
-        store.close()
-    out["found_after_kill"] = sum(1 for f in acked_before if f in done_after_kill)
-    out["lost"] = survived["lost"]
-    out["mismatched_after_kill"] = survived["mismatched"]
-    inflight = out.get("in_flight_at_kill")
-    out["in_flight_committed_before_kill"] = None if inflight is None else inflight in done_after_kill
-    tmp_files = list((server.data_dir / "frames" / coil).glob(".*.tmp"))
-    out["stray_tmp_frame_files"] = [p.name for p in tmp_files]
-
-    # restart on the same store and finish the coil
-    server2 = make_server("fault-after-restart")
-    out["restart_startup_s"] = server2.startup_s
-    cont_ok, cont_total = 0, 0
-    async with httpx.AsyncClient(base_url=server2.url, timeout=timeout) as http:
-        r = await http.get(f"/v1/coils/{coil}")
-        out["after_restart_n_frames"] = r.json().get("n_frames") if r.status_code == 200 else describe(r, None)
-        r = await http.post("/v1/coils", json={"coil_id": coil, **coil_body})
-        out["reopen_status"] = r.status_code  # 200: the open coil of that id and geometry
-        for k in range(n):
-            if k in acked:
-                continue
-            cont_total += 1
-            try:
-                resp = await http.post("/v1/frames", **frame_post(coil, k, pngs[k % len(pngs)]))
-            except httpx.HTTPError as exc:
-                out["errors"].append(f"after restart, frame {k}: {describe(None, exc)}")
-                continue
-            if resp.status_code != 200:
-                out["errors"].append(f"after restart, frame {k}: {describe(resp, None)}")
-                continue
-            body = resp.json()
-            cont_ok += 1
-            acked[k] = piece_key(body["pieces"])
-            if k == inflight:
-                out["in_flight_repost"] = {"status": resp.status_code, "committed": body["committed"]}
-                if out["in_flight_committed_before_kill"] and body["committed"]:
-                    out["errors"].append(f"frame {k} was in the store before the restart but re-posting it "
-                                         "answered committed=true")
-            elif not body["committed"]:
-                out["errors"].append(f"after restart, frame {k} answered committed=false but was never acknowledged")
-        r = await http.post(f"/v1/coils/{coil}/close")
-        out["close_status"] = r.status_code
-        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-        out["close_grade"] = body.get("grade")
-        if r.status_code != 200 or "grade" not in body:
-            out["errors"].append(f"close: {describe(r, None)}")
-        r = await http.get(f"/v1/coils/{coil}")
-        if r.status_code == 200:
-            out["final_status"], out["final_n_frames"] = r.json().get("status"), r.json().get("n_frames")
-    out["shutdown"] = server2.stop()
-
-    final = check_store(server2.db, {(coil, f): {"pieces": p} for f, p in acked.items()}, [coil])
-    store = Store(str(server2.db))
-    try:
-        done = store.frames_done(coil)
-        out["stored_status"] = store.coil(coil)["status"]
-    finally:
-        store.close()
-    out["continued_ok"] = cont_ok
-    out["continued_total"] = cont_total
-    out["frames_done_complete"] = done == set(range(n))
-    out["final_lost"] = final["lost"]
-    out["final_mismatched"] = final["mismatched"]
-    out["ok"] = (out["lost"] == 0 and out["mismatched_after_kill"] == 0 and cont_ok == cont_total
-                 and out["frames_done_complete"] and final["lost"] == 0 and final["mismatched"] == 0
-                 and out["close_status"] == 200 and not out["errors"])
-    return out
+    return summary, acks, coils
 
 
 # main ---------------------------------------------------------------------------------------------------------
-def synth_coil(folder: Path, n: int, seed: int, frame: str, strip_width_mm: float) -> dict:
-    subprocess.run([*STEELSCAN, "synth", "coil", str(folder), "--n", str(n), "--seed", str(seed), "--frame", frame,
-                    "--strip-width-mm", str(strip_width_mm), "--workers", "1"], check=True, stdout=subprocess.DEVNULL)
-    return yaml.safe_load((folder / "manifest.yaml").read_text())
-
-
-def coil_body_from(manifest: dict) -> dict:
-    body = {k: manifest[k] for k in ("mm_per_px_across", "mm_per_px_along", "strip_width_mm", "frame_overlap_px",
-                                     "surface_side") if k in manifest}
-    if manifest.get("strip_edges_px"):
-        body["strip_edges_px"] = list(manifest["strip_edges_px"])
-    body["frame_width"], body["frame_height"] = int(manifest["frame_width_px"]), int(manifest["frame_height_px"])
-    return body
-
-
 def fmt_lat(p: dict) -> str:
     if not p.get("n"):
         return "-"
     return f"{p['p50']:.2f} / {p['p95']:.2f} / {p['p99']:.2f}  (max {p['max']:.2f}, n {p['n']})"
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clients", type=int, default=50)
-    ap.add_argument("--seconds", type=float, default=60.0, help="load phase: no new request after this")
-    ap.add_argument("--model", default="severstal", help="built-in name / run folder (exported once) or .onnx")
-    ap.add_argument("--batch-frames", type=int, default=4, help="serve --batch-frames")
-    ap.add_argument("--threads", type=int, default=2, help="serve --threads")
-    ap.add_argument("--server-timeout", type=float, default=60.0, help="serve --timeout (its default: 60)")
-    ap.add_argument("--client-timeout", type=float, default=120.0)
-    ap.add_argument("--frames", type=int, default=20, help="synthetic coil length (frames cycled in the load phase)")
-    ap.add_argument("--frame-size", default="1600x256", help="synthetic frames WIDTHxHEIGHT")
-    ap.add_argument("--strip-width-mm", type=float, default=1250.0, help="synthetic coil (at 1.5 mm/px across)")
-    ap.add_argument("--read-every", type=int, default=5, help="every Nth request of a client is a read (0: none)")
-    ap.add_argument("--repost-every", type=int, default=20,
-                    help="every Nth request re-posts the client's previous frame (0: none)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--port", type=int, default=0, help="0: a free port")
-    ap.add_argument("--skip-fault", action="store_true")
-    ap.add_argument("--work-dir", type=Path, help="default: a new temp dir, removed unless --keep-work")
-    ap.add_argument("--keep-work", action="store_true", help="keep the work dir (server logs, stores)")
-    ap.add_argument("--json", default="benchmarks/results/service_load.json")
-    args = ap.parse_args(argv)
-    if args.clients < 1 or args.frames < 2 or args.seconds <= 0:
-        ap.error("need --clients >= 1, --frames >= 2, --seconds > 0")
-    con = Console(width=None if sys.stdout.isatty() else 150)
-    load_start, cpu_count = os.getloadavg(), os.cpu_count()
-    work = Path(args.work_dir or tempfile.mkdtemp(prefix="service_load_"))
-    work.mkdir(parents=True, exist_ok=True)
-    log_path = work / "server.log"
-    servers: list[Server] = []
-    rng = random.Random(args.seed)
-    doc: dict = {"settings": {
-        "clients": args.clients, "seconds": args.seconds, "model": args.model, "batch_frames": args.batch_frames,
-        "threads": args.threads, "server_timeout_s": args.server_timeout, "client_timeout_s": args.client_timeout,
-        "synthetic_frames": args.frames, "frame_size": args.frame_size, "read_every": args.read_every,
-        "repost_every": args.repost_every, "seed": args.seed, "skip_fault": args.skip_fault},
-        "cpu_count": cpu_count, "cpu": platform.processor() or platform.machine(),
-        "load_average_start": load_start, "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "work_dir": str(work), "server_log": str(log_path)}
-
-    def make_server(name: str, data_dir: Path | None = None) -> Server:
-        data_dir = data_dir or work / name.split("-")[0]
-        s = Server(name, artifact, data_dir, data_dir / "records.db", args.port, args.batch_frames,
-                   args.server_timeout, args.threads, log_path)
-        servers.append(s)
-        return s.start()
-
-    failed = True
-    try:
-        con.print(f"[dim]work dir {work}; server log {log_path}[/dim]")
-        manifest = synth_coil(work / "coil", args.frames, args.seed, args.frame_size, args.strip_width_mm)
-        pngs = [p.read_bytes() for p in sorted((work / "coil" / "frames").glob("*.png"))]
-        coil_body = coil_body_from(manifest)
-        doc["coil_body"] = coil_body
-        if args.model.endswith(".onnx"):
-            artifact, doc["export_s"] = Path(args.model).resolve(), None
-        else:
-            artifact = work / "artifact" / f"{Path(args.model).name.removesuffix('.pt')}.onnx"
-            artifact.parent.mkdir(exist_ok=True)
-            t0 = time.perf_counter()
-            con.print(f"exporting {args.model} to {artifact} ...")
-            with log_path.open("a") as log:
-                subprocess.run([*STEELSCAN, "export", args.model, "--format", "onnx", "--out", str(artifact)],
-                               check=True, stdout=log, stderr=subprocess.STDOUT)
-            doc["export_s"] = time.perf_counter() - t0
-        doc["artifact"] = str(artifact)
-
-        # load ------------------------------------------------------------------------------------------------
-        server = make_server("load")
-        doc["load_startup_s"] = server.startup_s
-        con.print(f"load: {args.clients} clients for {args.seconds:g} s against {server.url} "
-                  f"(server up in {server.startup_s:.1f} s) ...")
-        cpu0 = proc_cpu_seconds(server.proc.pid)
-        load = asyncio.run(load_phase(server.url, args, pngs, coil_body))
-        cpu1 = proc_cpu_seconds(server.proc.pid)
-        if cpu0 is not None and cpu1 is not None:
-            load["server_cpu_s"] = cpu1 - cpu0
-            load["server_cores_used"] = (cpu1 - cpu0) / load["wall_s"]
-        load["shutdown"] = server.stop()
-        acks, coils = load.pop("_acks"), load.pop("_coils")
-        load["integrity"] = check_store(server.db, acks, coils)
-        doc["load"] = load
-
-        # fault ---------------------------------------------------------------------------------------------------
-        if not args.skip_fault:
-            con.print(f"fault: {args.frames}-frame coil, SIGKILL mid-coil, restart, finish ...")
-            doc["fault"] = asyncio.run(fault_phase(make_server, args, pngs, coil_body, rng))
-        failed = False
-    finally:
-        for s in servers:
-            if s.alive():
-                s.kill()
-        doc["load_average_end"] = os.getloadavg()
-        if log_path.exists():
-            n_notes, notes = noteworthy(log_path)
-            doc["server_log_noteworthy_count"], doc["server_log_noteworthy"] = n_notes, notes
-        if failed:
-            con.print(f"[red]benchmark failed; server log tail ({log_path}):[/red]\n{tail(log_path)}")
-
-    load = doc["load"]
+def summary_table(doc: dict, args, anomalies: int) -> Table:
+    load, fault = doc["load"], doc.get("fault")
     integ = load["integrity"]
-    fault = doc.get("fault")
-    anomalies = sum(a["count"] for a in load["anomalies"].values())
-    doc["pass"] = (load["errors"] == 0 and integ["lost"] == 0 and integ["mismatched"] == 0 and anomalies == 0
-                   and (fault is None or fault["ok"]))
-
     h, w = doc["coil_body"]["frame_height"], doc["coil_body"]["frame_width"]
     table = Table("", "measure", "value", title=f"steelscan serve under load: {args.clients} clients x "
                   f"{args.seconds:g} s, model {args.model}, {w}x{h} frames, batch {args.batch_frames}",
-                  caption=f"{cpu_count} CPUs; load average {load_start[0]:.2f} at start, "
+                  caption=f"{doc['cpu_count']} CPUs; load average {doc['load_average_start'][0]:.2f} at start, "
                           f"{doc['load_average_end'][0]:.2f} at end; latencies p50 / p95 / p99 in s")
     win = load["frames_per_s_by_10s_window"]
     rows = [
@@ -702,13 +283,120 @@ def main(argv: list[str] | None = None) -> dict:
         if r[0] and r[0] != "load":
             table.add_section()
         table.add_row(*r)
-    con.print(table)
+    return table
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--seconds", type=float, default=60.0, help="load phase: no new request after this")
+    ap.add_argument("--model", default="severstal", help="built-in name / run folder (exported once) or .onnx")
+    ap.add_argument("--batch-frames", type=int, default=4, help="serve --batch-frames")
+    ap.add_argument("--threads", type=int, default=2, help="serve --threads")
+    ap.add_argument("--server-timeout", type=float, default=60.0, help="serve --timeout (its default: 60)")
+    ap.add_argument("--client-timeout", type=float, default=120.0)
+    ap.add_argument("--frames", type=int, default=20, help="synthetic coil length (frames cycled in the load phase)")
+    ap.add_argument("--frame-size", default="1600x256", help="synthetic frames WIDTHxHEIGHT")
+    ap.add_argument("--strip-width-mm", type=float, default=1250.0, help="synthetic coil (at 1.5 mm/px across)")
+    ap.add_argument("--read-every", type=int, default=5, help="every Nth request of a client is a read (0: none)")
+    ap.add_argument("--repost-every", type=int, default=20,
+                    help="every Nth request re-posts the client's previous frame (0: none)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--port", type=int, default=0, help="0: a free port")
+    ap.add_argument("--skip-fault", action="store_true")
+    ap.add_argument("--work-dir", type=Path, help="default: a new temp dir, removed unless --keep-work")
+    ap.add_argument("--keep-work", action="store_true", help="keep the work dir (server logs, stores)")
+    ap.add_argument("--json", default="benchmarks/results/service_load.json")
+    args = ap.parse_args(argv)
+    if args.clients < 1 or args.frames < 2 or args.seconds <= 0:
+        ap.error("need --clients >= 1, --frames >= 2, --seconds > 0")
+    con = Console(width=None if sys.stdout.isatty() else 150)
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="service_load_"))
+    work.mkdir(parents=True, exist_ok=True)
+    log_path = work / "server.log"
+    servers: list[Server] = []
+    doc: dict = {"settings": {
+        "clients": args.clients, "seconds": args.seconds, "model": args.model, "batch_frames": args.batch_frames,
+        "threads": args.threads, "server_timeout_s": args.server_timeout, "client_timeout_s": args.client_timeout,
+        "synthetic_frames": args.frames, "frame_size": args.frame_size, "read_every": args.read_every,
+        "repost_every": args.repost_every, "seed": args.seed, "skip_fault": args.skip_fault},
+        "cpu_count": os.cpu_count(), "cpu": platform.processor() or platform.machine(),
+        "load_average_start": os.getloadavg(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "work_dir": str(work), "server_log": str(log_path)}
+
+    def make_server(name: str) -> Server:
+        data_dir = work / name.split("-")[0]  # the fault phase's two servers share one store
+        s = Server(name, artifact, data_dir, data_dir / "records.db", args.port, args.batch_frames,
+                   args.server_timeout, args.threads, log_path)
+        servers.append(s)
+        return s.start()
+
+    failed = True
+    try:
+        con.print(f"[dim]work dir {work}; server log {log_path}[/dim]")
+        manifest = synth_coil(work / "coil", args.frames, args.seed, args.frame_size, args.strip_width_mm)
+        pngs = [p.read_bytes() for p in sorted((work / "coil" / "frames").glob("*.png"))]
+        coil_body = coil_body_from(manifest)
+        doc["coil_body"] = coil_body
+        if args.model.endswith(".onnx"):
+            artifact, doc["export_s"] = Path(args.model).resolve(), None
+        else:
+            artifact = work / "artifact" / f"{Path(args.model).name.removesuffix('.pt')}.onnx"
+            artifact.parent.mkdir(exist_ok=True)
+            t0 = time.perf_counter()
+            con.print(f"exporting {args.model} to {artifact} ...")
+            with log_path.open("a") as log:
+                subprocess.run([*STEELSCAN, "export", args.model, "--format", "onnx", "--out", str(artifact)],
+                               check=True, stdout=log, stderr=subprocess.STDOUT)
+            doc["export_s"] = time.perf_counter() - t0
+        doc["artifact"] = str(artifact)
+
+        # load ------------------------------------------------------------------------------------------------
+        server = make_server("load")
+        doc["load_startup_s"] = server.startup_s
+        con.print(f"load: {args.clients} clients for {args.seconds:g} s against {server.url} "
+                  f"(server up in {server.startup_s:.1f} s) ...")
+        cpu0 = proc_cpu_seconds(server.proc.pid)
+        load, acks, coils = asyncio.run(load_phase(server.url, args, pngs, coil_body))
+        cpu1 = proc_cpu_seconds(server.proc.pid)
+        if cpu0 is not None and cpu1 is not None:
+            load["server_cpu_s"] = cpu1 - cpu0
+            load["server_cores_used"] = (cpu1 - cpu0) / load["wall_s"]
+        load["shutdown"] = server.stop()
+        load["integrity"] = check_store(server.db, acks, coils)
+        doc["load"] = load
+
+        # fault ---------------------------------------------------------------------------------------------------
+        if not args.skip_fault:
+            con.print(f"fault: {args.frames}-frame coil, SIGKILL mid-coil, restart, finish ...")
+            doc["fault"] = asyncio.run(fault_phase(make_server, args, pngs, coil_body))
+        failed = False
+    finally:
+        for s in servers:
+            if s.alive():
+                s.kill()
+        doc["load_average_end"] = os.getloadavg()
+        if log_path.exists():
+            n_notes, notes = noteworthy(log_path)
+            doc["server_log_noteworthy_count"], doc["server_log_noteworthy"] = n_notes, notes
+        if failed:
+            con.print(f"[red]benchmark failed; server log tail ({log_path}):[/red]\n{tail(log_path)}")
+
+    load = doc["load"]
+    integ = load["integrity"]
+    fault = doc.get("fault")
+    anomalies = sum(a["count"] for a in load["anomalies"].values())
+    doc["pass"] = (load["errors"] == 0 and integ["lost"] == 0 and integ["mismatched"] == 0 and anomalies == 0
+                   and (fault is None or fault["ok"]))
+
+    con.print(summary_table(doc, args, anomalies))
 
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, default=str) + "\n")
-    con.print(f"wrote {out}" + (f"; work dir kept: {work}" if args.keep_work or args.work_dir else ""))
-    if not (args.keep_work or args.work_dir):
+    keep = args.keep_work or args.work_dir
+    con.print(f"wrote {out}" + (f"; work dir kept: {work}" if keep else ""))
+    if not keep:
         shutil.rmtree(work, ignore_errors=True)
     return doc
 
