@@ -13,6 +13,7 @@ import pytest
 
 from steelscan.cli import main
 from steelscan.errors import SteelscanError
+from steelscan.inspection.merge import MIN_PIECE_PX
 from steelscan.inspection.runner import finish_coil, folder_frames, inspect_frames, open_coil, read_frame
 from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store
@@ -39,6 +40,7 @@ def test_tiny_end_to_end_inspect(coil_and_artifact, tmp_path, capsys):
         assert {"id", "class", "confidence", "along_m", "across_mm", "length_mm", "width_mm", "area_mm2", "frame",
                 "bbox"} <= set(d)
         assert 0 <= d["along_m"] <= doc["coil"]["length_m"] and d["area_mm2"] > 0
+        assert d["area_px"] >= MIN_PIECE_PX  # specks are not defects
     assert (out / "report" / "report.html").is_file() and (out / "report" / "defects.csv").is_file()
     store = Store(str(out / "records.db"))
     assert store.frames_done("SYN000004") == set(range(6)) and store.coil("SYN000004")["status"] == "closed"

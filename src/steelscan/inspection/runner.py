@@ -23,7 +23,7 @@ from steelscan.config import read_yaml_mapping
 from steelscan.errors import SteelscanError
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
-from steelscan.inspection.merge import merge_pieces, pieces_from_masks
+from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks
 from steelscan.inspection.periodic import find_periodic
 from steelscan.inspection.tiles import cut_tiles, stitch
 from steelscan.postprocess import PostProcess, binarize
@@ -160,7 +160,8 @@ def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, 
         outs = segment_frames(runtime, pp, [f for _, f in group], gate, batch)
         ms = 1000 * (time.perf_counter() - t0) / len(group)
         for (k, _), (masks, probs, n_tiles, n_dec) in zip(group, outs):
-            pieces = pieces_from_masks(k, masks, probs, coil.geometry.owned_rows(k, h, coil.n_frames), names)
+            pieces = pieces_from_masks(k, masks, probs, coil.geometry.owned_rows(k, h, coil.n_frames), names,
+                                      MIN_PIECE_PX)
             store.add_frame(coil.coil_id, k, pieces, {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec})
             stats["frames"] += 1
             stats["tiles"] += n_tiles

@@ -26,7 +26,7 @@ import numpy as np
 from steelscan.errors import SteelscanError
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import geometry_from_manifest
-from steelscan.inspection.merge import merge_pieces, pieces_from_masks
+from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks
 from steelscan.inspection.periodic import find_periodic
 from steelscan.inspection.runner import Coil, segment_frames
 from steelscan.postprocess import PostProcess
@@ -162,7 +162,7 @@ class Station:
                 h = job.coil.frame_shape[0]
                 # n_frames unknown while frames stream in: every frame keeps its lower overlap half for the next
                 owned = job.coil.geometry.owned_rows(job.frame, h, None)
-                pieces = pieces_from_masks(job.frame, masks, probs, owned, self.class_names)
+                pieces = pieces_from_masks(job.frame, masks, probs, owned, self.class_names, MIN_PIECE_PX)
                 self._save_frame(job.coil.coil_id, job.frame, job.image)  # before the commit: a committed frame has its file
                 committed = self.store.add_frame(job.coil.coil_id, job.frame, pieces,
                                                  {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec,
