@@ -310,3 +310,12 @@ def test_a_bug_is_a_json_500_and_the_service_keeps_serving(tmp_path, assets):
         station.summary = real
         assert c.get("/v1/coils/C1").status_code == 200
         assert 'steelscan_errors_total{status="500"} 1.0' in c.get("/metrics").text
+
+
+def test_defect_schema_matches_the_records_json():
+    from steelscan.inspection.records import Defect
+    from steelscan.service.schemas import Defect as DefectSchema
+
+    d = Defect(1, "3", 0.9, 1.0, 2.0, 3.0, 4.0, 5.0, 0, [0, 0, 1, 1], [0, 0, 1, 1], 1, [0]).as_dict()
+    assert {f.alias or name for name, f in DefectSchema.model_fields.items()} == set(d)
+    assert DefectSchema.model_validate(d).model_dump(by_alias=True) == d

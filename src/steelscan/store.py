@@ -203,11 +203,13 @@ class Store:
         with self.engine.connect() as conn:
             return set(conn.scalars(select(frames_table.c.frame).where(frames_table.c.coil_id == coil_id)))
 
-    def pieces(self, coil_id: str) -> list[Piece]:
-        """The coil's pieces, by frame, then in the order they were added."""
+    def pieces(self, coil_id: str, frame: int | None = None) -> list[Piece]:
+        """The coil's pieces (or one frame's), by frame, then in the order they were added."""
         check_coil_id(coil_id)
         t = pieces_table
         q = select(t).where(t.c.coil_id == coil_id).order_by(t.c.frame, t.c.id)
+        if frame is not None:
+            q = q.where(t.c.frame == int(frame))
         with self.engine.connect() as conn:
             return [
                 Piece(frame=r.frame, class_name=r.class_name, confidence=r.confidence,

@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,8 @@ from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
 from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks
 from steelscan.inspection.periodic import find_periodic
-from steelscan.inspection.tiles import cut_tiles, stitch
+from steelscan.inspection.records import Piece
+from steelscan.inspection.tiles import TileGrid, cut_tiles, stitch
 from steelscan.postprocess import PostProcess, binarize
 from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store
@@ -140,41 +141,49 @@ def frames_per_call(tiles_per_frame: int, batch: int) -> int:
     return max(1, batch // max(1, tiles_per_frame))
 
 
+def pieces_of_frames(runtime: SegmenterRuntime, pp: PostProcess, items: Sequence[tuple[int, np.ndarray, tuple[int, int]]],
+                     gate: bool, batch: int) -> list[tuple[list[Piece], dict]]:
+    """(frame index, image, owned rows) -> per frame its pieces and the frame record's info (ms is the frame's
+    share of the call). The one path from pixels to pieces for `steelscan inspect` and the service."""
+    t0 = time.perf_counter()
+    outs = segment_frames(runtime, pp, [img for _, img, _ in items], gate, batch)
+    ms = round(1000 * (time.perf_counter() - t0) / len(items), 2)
+    names = list(runtime.meta["class_names"])
+    return [(pieces_from_masks(k, masks, probs, owned, names, MIN_PIECE_PX),
+             {"ms": ms, "tiles": n_tiles, "tiles_decoded": n_dec})
+            for (k, _, owned), (masks, probs, n_tiles, n_dec) in zip(items, outs)]
+
+
 def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, np.ndarray]]],
                    runtime: SegmenterRuntime, store: Store, gate: bool = True, batch: int = 8,
                    on_frame: Callable[[int, dict], None] | None = None) -> dict:
     """Inspect and commit every frame not yet committed; returns counts of this run."""
     pp = PostProcess.from_dict(runtime.meta["postprocess"])
-    names = list(runtime.meta["class_names"])
     h, w = coil.frame_shape
     done = store.open_coil(coil.coil_id, {"geometry": coil.as_dict(), "model": runtime.meta.get("model")})
     if done:
         log.info("coil %s: resuming, %d frame(s) already committed", coil.coil_id, len(done))
     stats = {"frames": 0, "resumed": len(done), "tiles": 0, "tiles_decoded": 0, "seconds": 0.0}
-    group: list[tuple[int, np.ndarray]] = []
-    per_call = frames_per_call(-(-h // runtime.tile[0]) * -(-w // runtime.tile[1]), batch)
+    group: list[tuple[int, np.ndarray, tuple[int, int]]] = []
+    grid = TileGrid(h, w, runtime.tile)
+    per_call = frames_per_call(grid.rows * grid.cols, batch)
 
     def flush() -> None:
         # frames of one call are inferred together, then committed one by one, in order
-        t0 = time.perf_counter()
-        outs = segment_frames(runtime, pp, [f for _, f in group], gate, batch)
-        ms = 1000 * (time.perf_counter() - t0) / len(group)
-        for (k, _), (masks, probs, n_tiles, n_dec) in zip(group, outs):
-            pieces = pieces_from_masks(k, masks, probs, coil.geometry.owned_rows(k, h, coil.n_frames), names,
-                                      MIN_PIECE_PX)
-            store.add_frame(coil.coil_id, k, pieces, {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec})
+        for (k, _, _), (pieces, info) in zip(group, pieces_of_frames(runtime, pp, group, gate, batch)):
+            store.add_frame(coil.coil_id, k, pieces, info)
             stats["frames"] += 1
-            stats["tiles"] += n_tiles
-            stats["tiles_decoded"] += n_dec
-            stats["seconds"] += ms / 1000
+            stats["tiles"] += info["tiles"]
+            stats["tiles_decoded"] += info["tiles_decoded"]
+            stats["seconds"] += info["ms"] / 1000
             if on_frame is not None:
-                on_frame(k, {"pieces": len(pieces), "ms": ms, "committed": len(done) + stats["frames"]})
+                on_frame(k, {"pieces": len(pieces), "ms": info["ms"], "committed": len(done) + stats["frames"]})
         group.clear()
 
     for k, frame in frames(done):
         if k >= coil.n_frames:
             raise SteelscanError(f"frame {k} is past the coil's {coil.n_frames} frames")
-        group.append((k, frame))
+        group.append((k, frame, coil.geometry.owned_rows(k, h, coil.n_frames)))
         if len(group) >= per_call:
             flush()
     if group:

@@ -111,6 +111,9 @@ class FrameOut(_Out):
 
 
 class Defect(_Out):
+    """The JSON form of `steelscan.inspection.records.Defect` (`as_dict`: "class" for class_name); a test keeps
+    the two in step."""
+
     id: int
     class_: str = Field(alias="class")
     confidence: float

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,9 +25,9 @@ import numpy as np
 from steelscan.errors import SteelscanError
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import geometry_from_manifest
-from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks
+from steelscan.inspection.merge import merge_pieces
 from steelscan.inspection.periodic import find_periodic
-from steelscan.inspection.runner import Coil, segment_frames
+from steelscan.inspection.runner import Coil, pieces_of_frames
 from steelscan.postprocess import PostProcess
 from steelscan.runtime import SegmenterRuntime
 from steelscan.service.batcher import Batcher
@@ -108,14 +107,19 @@ class Station:
 
     def coil(self, coil_id: str) -> Coil:
         """The stored coil as the inspection code sees it, `n_frames` = highest committed frame + 1."""
+        return self._state(coil_id)[1]
+
+    def _state(self, coil_id: str) -> tuple[dict, Coil, set[int]]:
+        """(record, Coil, committed frames) from one read of each."""
         rec = self._record(coil_id)
         g = rec["info"].get("geometry") or {}
         if "frame_height_px" not in g:
             raise Conflict(f"coil {coil_id!r} was not opened by the service (no frame size stored); "
                            "inspect it with `steelscan inspect`")
         done = self.store.frames_done(coil_id)
-        return Coil(coil_id, geometry_from_manifest(g), (int(g["frame_height_px"]), int(g["frame_width_px"])),
+        coil = Coil(coil_id, geometry_from_manifest(g), (int(g["frame_height_px"]), int(g["frame_width_px"])),
                     max(done) + 1 if done else 0)
+        return rec, coil, done
 
     def _exists(self, coil_id: str) -> bool:
         try:
@@ -134,8 +138,8 @@ class Station:
     # frames ----------------------------------------------------------------------------------------------
     def prepare_frame(self, coil_id: str, frame: int) -> Coil:
         """Checks before the upload is decoded: the coil exists and is open, the frame index is sane."""
-        coil = self.coil(coil_id)
-        if self._record(coil_id)["status"] != "open":
+        rec, coil, _ = self._state(coil_id)
+        if rec["status"] != "open":
             raise Conflict(f"coil {coil_id!r} is closed: it takes no more frames")
         if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 10_000_000:
             raise SteelscanError(f"frame must be an integer 0..9999999 (its index from the coil head), got {frame!r}")
@@ -145,32 +149,25 @@ class Station:
         """A retry of a committed frame is answered from the store, without inference."""
         if frame not in self.store.frames_done(coil_id):
             return None
-        pieces = [p.as_dict() for p in self.store.pieces(coil_id) if p.frame == frame]
-        return FrameResult(coil_id, frame, False, pieces, 0.0, 0, 0, 0)
+        return FrameResult(coil_id, frame, False, [p.as_dict() for p in self.store.pieces(coil_id, frame)], 0.0, 0, 0, 0)
 
     def submit(self, job: FrameJob):
         """A Future of the FrameResult; inference and the commit happen on the batcher's thread."""
         return self.batcher.submit(job)
 
     def _inspect_batch(self, jobs: Sequence[FrameJob]) -> list[FrameResult | BaseException]:
-        t0 = time.perf_counter()
-        outs = segment_frames(self.runtime, self.pp, [j.image for j in jobs], self.gate, self.tile_batch)
-        ms = 1000 * (time.perf_counter() - t0) / len(jobs)
+        # n_frames unknown while frames stream in: every frame keeps its lower overlap half for the next
+        items = [(j.frame, j.image, j.coil.geometry.owned_rows(j.frame, j.coil.frame_shape[0], None)) for j in jobs]
         results: list[FrameResult | BaseException] = []
-        for job, (masks, probs, n_tiles, n_dec) in zip(jobs, outs):
+        for job, (pieces, info) in zip(jobs, pieces_of_frames(self.runtime, self.pp, items, self.gate, self.tile_batch)):
+            cid = job.coil.coil_id
             try:
-                h = job.coil.frame_shape[0]
-                # n_frames unknown while frames stream in: every frame keeps its lower overlap half for the next
-                owned = job.coil.geometry.owned_rows(job.frame, h, None)
-                pieces = pieces_from_masks(job.frame, masks, probs, owned, self.class_names, MIN_PIECE_PX)
-                self._save_frame(job.coil.coil_id, job.frame, job.image)  # before the commit: a committed frame has its file
-                committed = self.store.add_frame(job.coil.coil_id, job.frame, pieces,
-                                                 {"ms": round(ms, 2), "tiles": n_tiles, "tiles_decoded": n_dec,
-                                                  "batch_frames": len(jobs)})
+                self._save_frame(cid, job.frame, job.image)  # before the commit: a committed frame has its file
+                committed = self.store.add_frame(cid, job.frame, pieces, {**info, "batch_frames": len(jobs)})
                 if not committed:
-                    pieces = [p for p in self.store.pieces(job.coil.coil_id) if p.frame == job.frame]
-                results.append(FrameResult(job.coil.coil_id, job.frame, committed, [p.as_dict() for p in pieces],
-                                           round(ms, 2), n_tiles, n_dec, len(jobs)))
+                    pieces = self.store.pieces(cid, job.frame)
+                results.append(FrameResult(cid, job.frame, committed, [p.as_dict() for p in pieces], info["ms"],
+                                           info["tiles"], info["tiles_decoded"], len(jobs)))
             except BaseException as exc:  # noqa: BLE001 - one bad frame must not fail the others in its batch
                 results.append(exc)
         return results
@@ -197,23 +194,29 @@ class Station:
     # results ---------------------------------------------------------------------------------------------
     def defects(self, coil_id: str) -> list[dict]:
         """The coil's defects so far, merged across frames and tiles, in strip coordinates."""
-        coil = self.coil(coil_id)
+        return self._defects(self.coil(coil_id))
+
+    def _defects(self, coil: Coil) -> list[dict]:
         h, w = coil.frame_shape
-        return [d.as_dict() for d in merge_pieces(self.store.pieces(coil_id), coil.geometry, w, h)]
+        return [d.as_dict() for d in merge_pieces(self.store.pieces(coil.coil_id), coil.geometry, w, h)]
 
     def summary(self, coil_id: str) -> dict:
         """The coil record plus counts by class, periodic findings and the grade (provisional while open)."""
-        rec, coil = self._record(coil_id), self.coil(coil_id)
-        defects = self.defects(coil_id)
+        return self._summary(coil_id)[0]
+
+    def _summary(self, coil_id: str) -> tuple[dict, list[dict]]:
+        rec, coil, done = self._state(coil_id)
+        defects = self._defects(coil)
         counts: dict[str, int] = {}
         for d in defects:
             counts[d["class"]] = counts.get(d["class"], 0) + 1
         grade = rec["grade"] if rec["status"] == "closed" else self._grade(coil, defects)
-        missing = sorted(set(range(coil.n_frames)) - self.store.frames_done(coil_id))
-        return {**rec, "coil": coil.as_dict() if coil.n_frames else None, "n_defects": len(defects),
-                "counts_by_class": counts, "periodic": [f.as_dict() for f in find_periodic(defects)],
-                "grade": grade, "grade_final": rec["status"] == "closed", "missing_frames": missing[:100],
-                "n_missing_frames": len(missing)}
+        missing = sorted(set(range(coil.n_frames)) - done)
+        doc = {**rec, "coil": coil.as_dict() if coil.n_frames else None, "n_defects": len(defects),
+               "counts_by_class": counts, "periodic": [f.as_dict() for f in find_periodic(defects)],
+               "grade": grade, "grade_final": rec["status"] == "closed", "missing_frames": missing[:100],
+               "n_missing_frames": len(missing)}
+        return doc, defects
 
     def _grade(self, coil: Coil, defects: list[dict]) -> dict | None:
         if not coil.n_frames:
@@ -222,16 +225,16 @@ class Station:
 
     def close_coil(self, coil_id: str, allow_missing: bool = False) -> dict:
         """Grade the coil and close it to further frames; closing twice returns the stored grade."""
-        rec, coil = self._record(coil_id), self.coil(coil_id)
+        rec, coil, done = self._state(coil_id)
         if rec["status"] == "closed":
             return rec["grade"]
         if not coil.n_frames:
             raise Conflict(f"coil {coil_id!r} has no frames yet: nothing to grade")
-        missing = sorted(set(range(coil.n_frames)) - self.store.frames_done(coil_id))
+        missing = sorted(set(range(coil.n_frames)) - done)
         if missing and not allow_missing:
             raise Conflict(f"coil {coil_id!r} lacks {len(missing)} of frames 0..{coil.n_frames - 1} (first: "
                            f"{missing[0]}); post them, or close with allow_missing=true")
-        grade = self._grade(coil, self.defects(coil_id))
+        grade = self._grade(coil, self._defects(coil))
         self.store.close_coil(coil_id, grade)
         return grade
 
@@ -252,7 +255,7 @@ class Station:
         """The report folder of the coil, rewritten if frames or the grade changed since it was written."""
         from steelscan.report import write_report
 
-        rec, coil = self._record(coil_id), self.coil(coil_id)
+        rec, coil, _ = self._state(coil_id)
         if not coil.n_frames:
             raise Conflict(f"coil {coil_id!r} has no frames yet: no report")
         out = self.data_dir / "reports" / check_coil_id(coil_id)
@@ -261,11 +264,8 @@ class Station:
             marker = out / ".stamp"
             if marker.is_file() and marker.read_text() == stamp and (out / "report.html").is_file():
                 return out
-            s = self.summary(coil_id)
-            defects = self.defects(coil_id)
-            doc_coil = {**coil.as_dict(), "status": rec["status"]}
-            grade = s["grade"] or {}
-            write_report(out, doc_coil, defects, s["periodic"], grade,
+            doc, defects = self._summary(coil_id)
+            write_report(out, {**doc["coil"], "status": doc["status"]}, defects, doc["periodic"], doc["grade"] or {},
                          lambda k: self.read_frame(coil_id, k), self.class_names)
             marker.write_text(stamp)
         return out
