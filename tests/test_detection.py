@@ -15,7 +15,7 @@ from steelscan.config import load_config
 from steelscan.data.detection import (
     DetectionSet, DetSample, blackout, collate_detection, flip_boxes, load_detection_split,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.detector import DETECTOR_BACKBONES, LABEL_OFFSET, detector_name
 from steelscan.models.layers import (
     SPP, CoordConv2d, CoordRoIPool, ModulatedDeformConv2d, coordinate_channels, roi_coordinate_channels,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.export import export_segmenter
 from steelscan.inspection.tiles import cut_tiles, stitch
 from steelscan.models.segmenter import build_segmenter, segmenter_normalise

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from steelscan.cli import main
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.grading import DEFAULT_RULES, grade_coil, load_rules, rules_from_dict
 
 RULES = {

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from steelscan.cli import main
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.inspection.merge import MIN_PIECE_PX
 from steelscan.inspection.runner import finish_coil, folder_frames, inspect_frames, open_coil, read_frame
 from steelscan.runtime import SegmenterRuntime

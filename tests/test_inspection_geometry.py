@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
 from steelscan.inspection.merge import merge_pieces, pieces_from_boxes, pieces_from_masks
 from steelscan.inspection.records import Piece

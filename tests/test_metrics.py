@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.metrics import (
     DetectionMeter,
     SegmentationMeter,

@@ -22,7 +22,7 @@ from steelscan.data.neu import (
     neu_key,
     parse_voc,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 def _image(path: Path, value: int = 100, shape=(200, 200), colour: bool = False) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from steelscan.data.synthetic.coil import CoilSpec, coil_truth
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.inspection.periodic import PeriodicFinding, find_periodic
 from steelscan.inspection.records import Defect
 

@@ -14,7 +14,7 @@ import torch
 from steelscan.cli import main
 from steelscan.config import config_from_dict
 from steelscan.data.segmentation import CropDataset, SegSample, crop_window, severstal_split
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.losses import BCEDiceLoss, BCELoss, FocalLoss, WeightedBCELoss
 from steelscan.postprocess import PostProcess, apply_gate, binarize, ensemble_mean, predict_tta, remove_small_components
 from steelscan.tune import tune_postprocess

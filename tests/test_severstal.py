@@ -19,7 +19,7 @@ from steelscan.data.severstal import (
     split_tiles,
     tile_offsets,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 SHAPE = (8, 12)  # small (H, W) for hand-made masks; the reader takes any shape
 

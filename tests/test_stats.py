@@ -15,7 +15,7 @@ from steelscan.cli import main
 from steelscan.data.classes import SEVERSTAL_SHAPE
 from steelscan.data.rle import rle_encode
 from steelscan.data.stats import compute_stats, plot_stats, print_stats
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 H, W = SEVERSTAL_SHAPE
 N_PIXELS = H * W

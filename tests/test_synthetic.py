@@ -34,7 +34,7 @@ from steelscan.data.synthetic.coil import coil_plan
 from steelscan.data.synthetic.defects import SEVERSTAL_DRAWERS, draw_roll_mark
 from steelscan.data.synthetic.strips import SEVERSTAL_CLASS_SETS, class_sets_for, draw_class_set
 from steelscan.data.synthetic.texture import finish
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from tests.conftest import shared_data
 
 SMALL_COIL = {"frame_width": 384, "frame_height": 192, "frame_overlap": 16, "strip_width_mm": 450.0,

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from steelscan.config import config_from_dict, load_config
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.train import fit, make_scheduler
 from steelscan.train_detection import TrainingClock, train_one_epoch_detection
 from tests.conftest import REPO

@@ -20,7 +20,7 @@ from steelscan.data.detection import DetSample
 from steelscan.data.rle import rle_encode
 from steelscan.data.severstal import SeverstalDataset, mask_to_boxes
 from steelscan.data.synthetic import neu_clean_image, write_neu_clean
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.detector import LABEL_OFFSET
 from steelscan.runs import load_checkpoint
 from steelscan.train import fit

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 class _Section(BaseModel):

@@ -19,7 +19,7 @@ import yaml  # noqa: E402
 from pydantic import BaseModel, ConfigDict, ValidationError  # noqa: E402
 
 from steelscan.config import RunConfig, config_from_dict, dump_config  # noqa: E402
-from steelscan.errors import SteelscanError  # noqa: E402
+from steelscan.core.errors import SteelscanError  # noqa: E402
 
 
 class ExperimentFile(BaseModel):

@@ -46,7 +46,7 @@ def export_segmenter(model: nn.Module, meta: dict, path: str | Path, tile: tuple
                      gate_threshold: float = 0.3, opset: int = 17) -> Path:
     """A segmenter as one ONNX file for inspection. `tile` (h, w; multiples of 32) is the size frames are cut
     to; a tile goes on to the decoder when any class's presence probability is >= `gate_threshold`."""
-    from steelscan.errors import SteelscanError
+    from steelscan.core.errors import SteelscanError
 
     th, tw = tile
     if th <= 0 or tw <= 0 or th % 32 or tw % 32:

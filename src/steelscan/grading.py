@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steelscan.config import read_yaml_mapping
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 GATES = ("none", "hard", "soft")
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from steelscan.data.neu import IMAGE_SUFFIXES, load_grey_image
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.evaluate import predict_logits, probabilities
 
 log = logging.getLogger(__name__)

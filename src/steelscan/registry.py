@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.registry import create_model
 
 CHECKPOINT = "model.pt"

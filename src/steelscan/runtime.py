@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.export import read_onnx_meta
 
 

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.inspection.records import Piece
 
 COIL_ID_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

@@ -30,7 +30,7 @@ from steelscan.data.classification import (
     build_datasets,
     class_weights,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.evaluate import evaluate
 from steelscan.losses import create_loss
 from steelscan.models.classifier import NORMALISE

@@ -35,7 +35,7 @@ from steelscan.detection_plots import (
     plot_pr_curves,
     save_detection_grid,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.evaluate_detection import detection_summary, evaluate_detection_model
 from steelscan.metrics import to_jsonable
 from steelscan.models.detector import LABEL_OFFSET, detector_normalise

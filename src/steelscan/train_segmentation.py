@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from steelscan.config import RunConfig, dump_config
 from steelscan.data.classes import SEVERSTAL_CLASSES
 from steelscan.data.segmentation import CropDataset, crop_transform, load_segmentation_split
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.evaluate_segmentation import evaluate_segmentation_model
 from steelscan.losses import SegmentationLoss, create_loss
 from steelscan.models.segmenter import segmenter_normalise

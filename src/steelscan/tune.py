@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.postprocess import PostProcess, apply_gate, binarize, remove_small_components
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.85, 0.05), 2).tolist())

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from steelscan.data.detection import DetSample, load_clean_images, load_detection_split
 from steelscan.data.severstal import SeverstalDataset, mask_to_boxes, split_tiles
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.evaluate_detection import detect_images
 from steelscan.metrics import box_iou, evaluate_detection, to_jsonable
 

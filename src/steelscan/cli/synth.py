@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 class SynthKind(str, Enum):

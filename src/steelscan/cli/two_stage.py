@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from steelscan.cli._common import setup_logging
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 def _pct(v) -> str:

@@ -18,7 +18,7 @@ from steelscan.config import RunConfig
 from steelscan.data.classes import NEU_CLASSES
 from steelscan.data.neu import NeuClsItem, list_neu_cls, list_neu_det, load_grey_image
 from steelscan.data.transforms import eval_transform, improved_cutout, to_tensor, train_transform
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from steelscan.data.classes import DETECTION_LABEL_OFFSET as LABEL_OFFSET
 from steelscan.data.classification import is_heldout, neu_split
 from steelscan.data.neu import IMAGE_SUFFIXES, list_neu_det, load_grey_image, load_neu_det_image
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 log = logging.getLogger(__name__)
 

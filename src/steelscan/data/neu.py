@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, NEU_IMAGE_SIZE, NEU_PREFIX_TO_CLASS
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _NAME = re.compile(r"^(?P<cls>.+?)_(?P<num>\d+)$")

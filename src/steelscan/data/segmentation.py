@@ -23,7 +23,7 @@ from torch.utils.data import Dataset
 from steelscan.config import AugmentConfig
 from steelscan.data.severstal import SeverstalDataset
 from steelscan.data.transforms import flip_and_photometric, to_tensor
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 log = logging.getLogger(__name__)
 

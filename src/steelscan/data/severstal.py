@@ -21,7 +21,7 @@ import numpy as np
 from steelscan.data.classes import SEVERSTAL_CLASSES, SEVERSTAL_SHAPE
 from steelscan.data.neu import load_grey_image
 from steelscan.data.rle import rle_decode
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from rich.table import Table
 from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, SEVERSTAL_CLASSES, SEVERSTAL_FULL_SET
 from steelscan.data.neu import list_neu_cls, list_neu_det, load_grey_image
 from steelscan.data.severstal import SeverstalDataset, decode_masks
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 FORMATS = ("severstal", "neu-cls", "neu-det")
 

@@ -30,7 +30,7 @@ from rich.table import Table
 from steelscan.data.classes import NEU_CLASSES
 from steelscan.data.classification import is_heldout, neu_split
 from steelscan.data.neu import list_neu_cls, load_grey_image
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classical import N_FEATURES, create_classical, extract_batch, extract_features
 
 SPLIT_RULE = "val = image numbers n with n % 5 == 4; train = n % 5 in (1, 2, 3); n % 5 == 0 held out elsewhere"

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 SIDES = ("top", "bottom")
 

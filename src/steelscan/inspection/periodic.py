@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.inspection.records import Defect
 
 CHANCE = 0.05  # expected chance groups at least as strong, above which a group is not reported

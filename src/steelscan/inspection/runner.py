@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from steelscan.config import read_yaml_mapping
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
 from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import sigmoid_focal_loss
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS = ("mean", "sum", "none")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 def to_numpy(x: Any, name: str) -> np.ndarray:

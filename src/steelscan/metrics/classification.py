@@ -19,7 +19,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as _sk_confusion_matrix
 from sklearn.metrics import precision_recall_fscore_support
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.metrics._common import to_numpy
 
 __all__ = ["accuracy", "macro_f1", "confusion_matrix", "classification_metrics"]

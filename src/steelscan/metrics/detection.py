@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.metrics._common import to_numpy
 
 __all__ = ["box_iou", "average_precision", "voc_map", "coco_map", "evaluate_detection", "DetectionMeter"]

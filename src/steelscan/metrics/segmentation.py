@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.metrics._common import to_numpy
 
 __all__ = [

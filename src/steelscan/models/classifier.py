@@ -10,7 +10,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.layers import convert_to_dcn
 from steelscan.registry import register_model
 

@@ -32,7 +32,7 @@ from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from steelscan.data.classes import DETECTION_LABEL_OFFSET, NEU_CLASSES
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classifier import BACKBONES, NORMALISE, efficientnet_lite0_state_dict, last_stage
 from steelscan.models.layers import SPP, CoordConv2d, CoordRoIPool, convert_to_dcn
 from steelscan.registry import register_model

@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn as nn
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classifier import efficientnet_lite0_state_dict
 from steelscan.registry import register_model
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 class ModelUnavailable(SteelscanError):

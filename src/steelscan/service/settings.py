@@ -8,7 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 TOKEN_ENV = "STEELSCAN_TOKEN"
 # Used for coils opened without geometry and no --manifest: Severstal-sized frames, 1 mm per pixel.

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import geometry_from_manifest
 from steelscan.inspection.merge import merge_pieces

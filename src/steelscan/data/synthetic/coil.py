@@ -45,7 +45,7 @@ from steelscan.data.synthetic.writers import (
     prepare_out,
     write_bytes,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 # Grain does not compress: Huffman-only coding after the "up" filter is 2.5x faster than zlib level 1 and
 # a little smaller.

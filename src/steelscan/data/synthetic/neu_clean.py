@@ -23,7 +23,7 @@ from steelscan.data.synthetic.texture import finish
 from steelscan.data.synthetic.writers import (
     Progress, SynthSummary, check_args, image_rng, neu_class, parallel_map, prepare_out, write_bytes,
 )
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 def neu_clean_image(seed: int, number: int, styles: Sequence[str] | None = None) -> tuple[np.ndarray, str]:

@@ -15,7 +15,7 @@ import numpy as np
 from steelscan.data.classes import NEU_CLASSES, NEU_IMAGE_SIZE
 from steelscan.data.synthetic.defects import blob_region
 from steelscan.data.synthetic.texture import F32, finish, lowres_noise
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 S = NEU_IMAGE_SIZE[0]
 

@@ -17,7 +17,7 @@ import numpy as np
 from steelscan.data.classes import SEVERSTAL_FULL_SET, SEVERSTAL_SHAPE
 from steelscan.data.synthetic.defects import SEVERSTAL_DRAWERS, draw_scratch
 from steelscan.data.synthetic.texture import StripTexture, finish
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 # Images per class combination in Kaggle's 12,568-image training set (sums: 897 / 247 / 5150 / 801 per
 # class, 5902 defect-free). The empty tuple is "defect-free".

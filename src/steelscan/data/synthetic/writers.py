@@ -31,7 +31,7 @@ from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, NEU_PREFIX_TO_
 from steelscan.data.rle import rle_encode
 from steelscan.data.synthetic.neu_images import make_neu_image
 from steelscan.data.synthetic.strips import class_sets_for, make_severstal_image
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 KIND_CODES = {"severstal": 1, "neu": 2, "coil": 3, "neu-clean": 4}
 JPEG_QUALITY = 90

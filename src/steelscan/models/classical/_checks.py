@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 
 def check_X(X: object, n_features: int | None = None) -> np.ndarray:

@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classical._checks import check_fitted, check_X, check_Xy
 from steelscan.models.classical.pnn import PNNClassifier
 from steelscan.models.classical.rule_table import RuleTableClassifier

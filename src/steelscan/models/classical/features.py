@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 from skimage.feature import graycomatrix, graycoprops, hog
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 
 PERCENTILES: tuple[int, ...] = (5, 25, 50, 75, 95)
 GLCM_LEVELS = 32

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classical._checks import check_fitted, check_X, check_Xy
 
 DEFAULT_SIGMA_GRID: tuple[float, ...] = tuple(np.geomspace(0.1, 10.0, 21).round(4))

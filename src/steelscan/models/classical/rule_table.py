@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from steelscan.errors import SteelscanError
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classical._checks import check_fitted, check_X, check_Xy
 
 TIE_BREAKS = ("first", "distance")
