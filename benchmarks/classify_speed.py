@@ -30,13 +30,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from steelscan.data.classification import is_heldout, neu_split
+from steelscan.data.neu import is_heldout, neu_split
 from steelscan.data.neu import list_neu_cls, load_grey_image
 from steelscan.evaluate import predict_logits
-from steelscan.export import export_onnx, quantize_int8
-from steelscan.predict import preprocess
+from steelscan.deploy.artifact import ort_session
+from steelscan.deploy.export import export_classifier, quantize_int8
+from steelscan.deploy.predictors import ClassifierPredictor, OnnxBackend
 from steelscan.runs import load_checkpoint
-from steelscan.runtime import onnx_logits, onnx_session
 
 
 def tta_np(run, x: np.ndarray) -> np.ndarray:
@@ -76,22 +76,23 @@ def main() -> None:
     y = np.array([it.label for it in val])
     val_images = [load_grey_image(it.path) for it in val]
     t0 = time.perf_counter()
-    x = preprocess(val_images, meta).numpy()
+    preprocess = ClassifierPredictor.from_module(model, meta).pre_process  # the predictors' own resize + normalise
+    x = preprocess(val_images)
     preprocess_ms = 1000 * (time.perf_counter() - t0) / len(val_images)
     step = max(1, len(train) // args.calibration)
-    calib = preprocess([load_grey_image(it.path) for it in train[::step]], meta).numpy()
+    calib = preprocess([load_grey_image(it.path) for it in train[::step]])
 
     def torch_run(b: np.ndarray) -> np.ndarray:
         return predict_logits(model, torch.from_numpy(b)).numpy()
 
     with tempfile.TemporaryDirectory() as tmp:
-        fp32 = export_onnx(model, meta, Path(tmp) / "m.onnx")
+        fp32 = export_classifier(model, meta, Path(tmp) / "m.onnx")
         int8 = quantize_int8(fp32, Path(tmp) / "m.int8.onnx", calib)  # with ORT's pre-processing
         sizes = {"onnxruntime fp32": fp32.stat().st_size, "onnxruntime int8 (static QDQ)": int8.stat().st_size}
         runtimes = {"pytorch eager fp32": torch_run}
         for name, path in (("onnxruntime fp32", fp32), ("onnxruntime int8 (static QDQ)", int8)):
-            sess, _ = onnx_session(path, args.threads)
-            runtimes[name] = lambda b, s=sess: onnx_logits(s, b)
+            backend = OnnxBackend(ort_session(path, args.threads))
+            runtimes[name] = lambda b, be=backend: be(b)[0]
         logits = {name: batched(run, x, args.batch) for name, run in runtimes.items()}  # also the warm-up
         passes: dict[str, list[float]] = {name: [] for name in runtimes}
         for _ in range(args.repeats):
@@ -107,21 +108,21 @@ def main() -> None:
                          "file_bytes": sizes.get(name)})
     load_after = os.getloadavg()
     table = Table("runtime", "images/s (best)", "images/s (median)", "ms/image", "val acc", "val acc (TTA, 3x cost)",
-                  title=f"{args.model} ({meta['model']} @ {meta['image_size']} px) on NEU-CLS val, n={len(y)}, "
+                  title=f"{args.model} ({meta.model} @ {meta.input_size[0]} px) on NEU-CLS val, n={len(y)}, "
                         f"batch {args.batch}, {args.threads} threads")
     for r in rows:
         table.add_row(r["runtime"], f"{r['images_per_s']:.0f}", f"{r['images_per_s_median']:.0f}", f"{r['ms_per_image']:.2f}",
                       f"{100 * r['val_accuracy']:.2f}%", f"{100 * r['val_accuracy_tta']:.2f}%")
     con = Console()
     con.print(table)
-    con.print(f"preprocessing (resize 200 -> {meta['image_size']} + normalise, numpy/OpenCV): {preprocess_ms:.3f} ms/image; "
+    con.print(f"preprocessing (resize 200 -> {meta.input_size[0]} + normalise, numpy/OpenCV): {preprocess_ms:.3f} ms/image; "
               f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after")
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     import onnxruntime
 
     out.write_text(json.dumps({
-        "model": args.model, "arch": meta["model"], "image_size": meta["image_size"], "data": args.data,
+        "model": args.model, "arch": meta.model, "image_size": meta.input_size[0], "data": args.data,
         "split": "val (n % 5 == 4)", "n_images": len(y), "threads": args.threads, "batch": args.batch,
         "repeats": args.repeats, "calibration": f"{len(calib)} training images (n % 5 in {{1, 2, 3}})",
         "preprocess_ms_per_image": preprocess_ms, "load_average_before": load_before, "load_average_after": load_after,

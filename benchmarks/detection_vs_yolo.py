@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,12 +44,13 @@ from rich.table import Table
 
 from steelscan.config import load_config
 from steelscan.data.classes import NEU_CLASSES
-from steelscan.data.detection import load_detection_split
-from steelscan.data.neu import list_neu_det
+from steelscan.data.formats import read_data
+from steelscan.data.splits import split_items
+from steelscan.engine.fit import fit
 from steelscan.evaluate_detection import detect_images
 from steelscan.metrics import evaluate_detection, to_jsonable
 from steelscan.runs import load_checkpoint
-from steelscan.train import fit
+from steelscan.tasks.detection.data import load_samples
 
 REPO = Path(__file__).resolve().parents[1]
 ULTRALYTICS = "ultralytics==8.4.190"
@@ -76,23 +78,34 @@ def yolo_python(venv: Path, env: dict[str, str]) -> Path:
     return python
 
 
+class Split(NamedTuple):
+    train: list  # DetSample, named by the item name (the image's path in the data set, e.g. IMAGES/crazing_1.jpg)
+    val: list
+    rule: str
+
+
+def load_split(data_root: Path) -> Split:
+    """NEU-DET in memory on both sides of steelscan's split (the one training makes: NEU numbers, n % 5 == 4 val)."""
+    parts = split_items(read_data(data_root))
+    return Split(load_samples(parts.train), load_samples(parts.val), parts.record["rule"])
+
+
 def write_yolo_dataset(data_root: Path, split, out: Path) -> tuple[Path, list[str]]:
     """Copy the split's images into YOLO's layout with `class cx cy w h` labels (normalised); -> data.yaml, val paths."""
-    items = {f"{it.class_name}_{it.number}": it for it in list_neu_det(data_root)}  # the names DetSample uses
     shutil.rmtree(out, ignore_errors=True)
     val_paths = []
     for side, samples in (("train", split.train), ("val", split.val)):
         (out / "images" / side).mkdir(parents=True)
         (out / "labels" / side).mkdir(parents=True)
         for s in samples:
-            src = items[s.name].image_path
-            dst = out / "images" / side / f"{s.name}{src.suffix}"
+            src = Path(data_root) / s.name  # item names are paths relative to the data set's root
+            dst = out / "images" / side / src.name
             shutil.copyfile(src, dst)  # the 3-channel JPEG as it is
-            h, w = s.image.shape
+            h, w = s.image.shape[:2]
             b = s.boxes.astype(np.float64)
             rows = [f"{c} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
                     for c, (x1, y1, x2, y2) in zip(s.labels.tolist(), b)]
-            (out / "labels" / side / f"{s.name}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
+            (out / "labels" / side / f"{src.stem}.txt").write_text("\n".join(rows) + ("\n" if rows else ""))
             if side == "val":
                 val_paths.append(str(dst.resolve()))
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(NEU_CLASSES))
@@ -207,13 +220,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
 
-    split = load_detection_split(args.data)
+    split = load_split(args.data)
     truths = [s.truth for s in split.val]
     n = len(split.val)
     timing = sorted({int(i) for i in np.linspace(0, n - 1, min(args.timing_images, n))})
     res = {"budget_minutes": args.budget_minutes, "threads": args.threads, "imgsz": args.imgsz, "batch": args.batch,
            "smoke": args.budget_minutes < 10, "n_train_images": len(split.train), "n_val_images": n,
-           "split_rule": split.record["rule"], "load_average_start": os.getloadavg()}
+           "split_rule": split.rule, "load_average_start": os.getloadavg()}
     if not args.skip_yolo:  # install (or fail) before spending any budget
         yolo_python(args.yolo_venv, yolo_env(args.threads, args.out / "yolo" / "config"))
     if not args.skip_ours:

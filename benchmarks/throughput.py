@@ -41,12 +41,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from steelscan.data.severstal import SeverstalDataset
 from steelscan.evaluate_segmentation import dice_report
-from steelscan.export import export_segmenter, quantize_int8
-from steelscan.inspection.runner import frames_per_call, segment_frames
-from steelscan.inspection.tiles import cut_tiles
+from steelscan.deploy.export import export_segmenter, quantize_int8
+from steelscan.deploy.predictors import load_predictor
+from steelscan.deploy.tiles import cut_tiles
+from steelscan.inspection.runner import frames_per_call
 from steelscan.postprocess import PostProcess, binarize
 from steelscan.runs import load_checkpoint
-from steelscan.runtime import SegmenterRuntime
 
 NEED_MPX_S = (20_000 / 0.5) * (2_000 / 0.5) / 1e6  # rows/s (20 m/s) x px/row (2 m), 0.5 mm/px: 160 Mpx/s
 VARIANTS = ("gate-off", "batch1", "int8", "frame-tile")
@@ -103,15 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, meta = load_checkpoint(args.model)
     model.eval()
-    pp = PostProcess.from_dict(meta["postprocess"])
-    tile = tuple(args.tile or meta.get("crop") or (256, 512))
+    pp = PostProcess.from_dict(meta.postprocess)
+    tile = tuple(args.tile or meta.input_size)
     ds = SeverstalDataset.from_root(args.data)  # decode only the frames used, not the whole folder
     n_calib = args.calibration if "int8" in variants else 0
     items = [ds[i] for i in range(min(len(ds), args.frames + n_calib))]
     frames, truths = [it["image"] for it in items[: args.frames]], [it["mask"] for it in items[: args.frames]]
     calib_frames = [it["image"] for it in items[args.frames :]] or frames  # fall back, said in the JSON
     h, w = frames[0].shape
-    mean, std = float(meta["mean"]), float(meta["std"])
+    mean, std = meta.mean, meta.std
     synthetic = "synth" in Path(args.data).resolve().name.lower()
 
     peak = matmul_peak_gflops()
@@ -133,12 +133,16 @@ def main(argv: list[str] | None = None) -> dict:
                 out += [(binarize(mi, pp, pi), 1, 1) for mi, pi in zip(m, p)]
         return out
 
-    def tiled(runtime: SegmenterRuntime, gate: bool, batch: int):
-        per_call = frames_per_call(len(cut_tiles(frames[0], runtime.tile)[0]), batch)  # as `steelscan inspect` does
+    def tiled(artifact: Path, gate: bool, batch: int):
+        predictor = load_predictor(artifact, threads=args.threads, gate=gate, batch_size=batch)
+        per_call = frames_per_call(predictor.tiles_per_image((h, w)), batch)  # as `steelscan inspect` does
 
         def run(batch_frames: list[np.ndarray]) -> list[tuple[np.ndarray, int, int]]:
-            return [(r[0], r[2], r[3]) for i in range(0, len(batch_frames), per_call)
-                    for r in segment_frames(runtime, pp, batch_frames[i : i + per_call], gate, batch)]
+            out = []
+            for i in range(0, len(batch_frames), per_call):
+                seg = predictor.predict(batch_frames[i : i + per_call])
+                out += [(m, int(t), int(d)) for m, t, d in zip(seg.masks, seg.tiles, seg.decoded)]
+            return out
         return run
 
     rows = []
@@ -162,22 +166,21 @@ def main(argv: list[str] | None = None) -> dict:
     int8_note = None
     with tempfile.TemporaryDirectory() as tmp:
         art = export_segmenter(model, meta, Path(tmp) / "seg.onnx", tile, args.gate_threshold)
-        rt = SegmenterRuntime(art, args.threads)
-        add_row(f"steelscan inspection path, gate on, batch {args.batch}", tiled(rt, True, args.batch), tiled_flops)
+        add_row(f"steelscan inspection path, gate on, batch {args.batch}", tiled(art, True, args.batch), tiled_flops)
         if "gate-off" in variants:
-            add_row(f"steelscan, gate off, batch {args.batch}", tiled(rt, False, args.batch), tiled_flops)
+            add_row(f"steelscan, gate off, batch {args.batch}", tiled(art, False, args.batch), tiled_flops)
         if "batch1" in variants:
-            add_row("steelscan, gate on, batch 1", tiled(rt, True, 1), tiled_flops)
+            add_row("steelscan, gate on, batch 1", tiled(art, True, 1), tiled_flops)
         if "frame-tile" in variants:
-            whole = SegmenterRuntime(export_segmenter(model, meta, Path(tmp) / "frame.onnx", (h, w), args.gate_threshold),
-                                     args.threads)
+            whole = export_segmenter(model, meta, Path(tmp) / "frame.onnx", (h, w), args.gate_threshold)
             for gate in (True, False):
                 add_row(f"steelscan, whole-frame tile {h}x{w}, gate {'on' if gate else 'off'}, batch {args.batch}",
                         tiled(whole, gate, args.batch), frame_tile_flops)
         if "int8" in variants:
-            calib = rt.normalise(np.concatenate([cut_tiles(f, tile)[0] for f in calib_frames[: args.calibration]]))
+            calib_tiles = np.concatenate([cut_tiles(f, tile)[0] for f in calib_frames[: args.calibration]])
+            calib = load_predictor(art, threads=args.threads).pre_process(list(calib_tiles))
             try:
-                q = SegmenterRuntime(quantize_int8(art, Path(tmp) / "seg.int8.onnx", calib, skip_symbolic_shape=True), args.threads)
+                q = quantize_int8(art, Path(tmp) / "seg.int8.onnx", calib, skip_symbolic_shape=True)
                 add_row(f"steelscan int8 (static QDQ), gate on, batch {args.batch}", tiled(q, True, args.batch),
                         tiled_flops)
                 int8_note = f"calibrated on {len(calib)} tiles" + (
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
     kind = "SYNTHETIC frames" if synthetic else "frames"
     table = Table("path", "frames/s", "Mpx/s", "ms/frame", "x eager", "tiles decoded", "GFLOP/s (% peak)",
                   "Dice (all-empty)",
-                  title=f"{args.model} ({meta['model']}) on {len(frames)} {kind} {w}x{h} of {args.data}, "
+                  title=f"{args.model} ({meta.model}) on {len(frames)} {kind} {w}x{h} of {args.data}, "
                         f"tile {tile[0]}x{tile[1]}, {args.threads} threads",
                   caption=f"GFLOP/s = work actually run x frames/s: eager = full model per frame "
                           f"({frame_flops / 1e9:.1f} GFLOP); tiled = encoder + presence on all {n_tiles} tiles "
@@ -209,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{load_after[0]:.2f} after" + (f"; int8: {int8_note}" if int8_note else ""))
     import onnxruntime
 
-    doc = {"model": args.model, "arch": meta["model"], "data": args.data, "synthetic": synthetic,
+    doc = {"model": args.model, "arch": meta.model, "data": args.data, "synthetic": synthetic,
            "n_frames": len(frames), "frame_shape": [h, w], "tile": list(tile), "tiles_per_frame": n_tiles,
            "gate_threshold": args.gate_threshold, "threads": args.threads, "batch": args.batch,
            "eager_batch": args.eager_batch, "repeats": args.repeats, "variants": variants, "int8": int8_note,

@@ -129,3 +129,68 @@ def load_benchmark(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tiny data sets in every label layout (tests/layouts.py writes them by hand; EXPECT there says what each holds).
+# Session-scoped and shared: treat them as read-only (copy with shutil.copytree before changing one).
+#   tiny_folders        14 class-folder images, 4 classes ("rust spot", "ölfleck" ...), PNG/JPEG/BMP/TIFF, RGB+grey,
+#                       no own split; one zero-byte image (unreadable_image)
+#   tiny_folders_split  15 images under train/ valid/ test/ (class union over the three), no problem
+#   tiny_yolo           data.yaml (names as a list) + images/ labels/ {train: 10, val: 4}, 4 classes; one image
+#                       without txt, one empty txt, a box past the edge, class id 7, an unparsable line, a zero-width
+#                       box, an orphan txt
+#   tiny_yolo_dict      the same set, names as {id: name}, train given as a .txt list, no `path`
+#   tiny_coco           annotations/instances_{train,val}.json + images/, 12 images (9/3), categories 1..3; an image
+#                       without annotations, an iscrowd region, a box past the edge, an unknown category, a missing file
+#   tiny_voc            CVAT VOC export, 13 usable images (10 train / 3 val by ImageSets), 4 classes incl. labelmap's
+#                       box-less "oil-stain"; an xml without objects, a box past the edge, a zero-size box, ...
+#   tiny_masks          images/{train,val} + masks/ index PNGs, classes.yaml (3 classes after 'background'), 11 usable
+#   tiny_rle            train.csv ClassId 1..5 + 12 train_images/ of 300x120 (3 defect-free), no own split
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _tiny(tmp_path_factory, name: str, build, **kwargs) -> Path:
+    from tests import layouts
+
+    return getattr(layouts, build)(tmp_path_factory.mktemp(name), **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "folders", "make_folders")
+
+
+@pytest.fixture(scope="session")
+def tiny_folders_split(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "folders_split", "make_folders", split=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "yolo", "make_yolo")
+
+
+@pytest.fixture(scope="session")
+def tiny_yolo_dict(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "yolo_dict", "make_yolo", names="dict")
+
+
+@pytest.fixture(scope="session")
+def tiny_coco(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "coco", "make_coco")
+
+
+@pytest.fixture(scope="session")
+def tiny_voc(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "voc", "make_voc")
+
+
+@pytest.fixture(scope="session")
+def tiny_masks(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "masks", "make_masks")
+
+
+@pytest.fixture(scope="session")
+def tiny_rle(tmp_path_factory) -> Path:
+    return _tiny(tmp_path_factory, "rle", "make_rle")

@@ -14,7 +14,8 @@ FRAME_W, FRAME_H = 256, 128
 def tiny_artifact(folder: Path) -> Path:
     import torch
 
-    from steelscan.export import export_segmenter
+    from steelscan.core.meta import ModelMeta
+    from steelscan.deploy.export import export_segmenter
     from steelscan.models.segmenter import build_segmenter, segmenter_normalise
     from steelscan.postprocess import PostProcess
 
@@ -23,8 +24,9 @@ def tiny_artifact(folder: Path) -> Path:
     mean, std = segmenter_normalise("unet_efficientnet_lite0")
     # thresholds near the untrained head's prior (P = 0.01): it then finds "defects", exercising every step
     pp = PostProcess(threshold=(0.0101,) * 4, min_area=(20,) * 4)
-    meta = {"task": "segmentation", "model": "unet_efficientnet_lite0", "model_kwargs": {"in_chans": 1},
-            "class_names": ["1", "2", "3", "4"], "mean": mean, "std": std, "postprocess": pp.as_dict()}
+    meta = ModelMeta(task="segmentation", model="unet_efficientnet_lite0", model_kwargs={"in_chans": 1},
+                     class_names=("1", "2", "3", "4"), input_size=(64, 128), mean=mean, std=std,
+                     postprocess=pp.as_dict())
     return export_segmenter(model, meta, folder / "seg.onnx", (64, 128), gate_threshold=0.0)
 
 

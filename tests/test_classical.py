@@ -13,7 +13,8 @@ from skimage.feature import local_binary_pattern
 from typer.testing import CliRunner
 
 from steelscan.cli.benchmark import benchmark_app
-from steelscan.data.classification import neu_split
+from steelscan.core.errors import DataError, SteelscanError
+from steelscan.data.neu import neu_split
 from steelscan.evaluation.sdd_history import COLUMNS, load_neu_cls_images, run_sdd_history
 from steelscan.models.classical import (
     N_FEATURES,
@@ -111,14 +112,14 @@ def test_lbp_matches_skimage() -> None:
     ],
 )
 def test_bad_images_raise_value_error(image: object, match: str) -> None:
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(SteelscanError, match=match):
         extract_features(image)  # type: ignore[arg-type]
 
 
 def test_batch_names_the_bad_image() -> None:
-    with pytest.raises(ValueError, match="image 1"):
+    with pytest.raises(SteelscanError, match="image 1"):
         extract_batch([np.zeros((20, 20), np.uint8), np.zeros((20, 20, 3), np.uint8)])
-    with pytest.raises(ValueError, match="n_jobs"):
+    with pytest.raises(SteelscanError, match="n_jobs"):
         extract_batch([np.zeros((20, 20), np.uint8)], n_jobs=0)
 
 
@@ -159,22 +160,22 @@ def test_rule_table_ties_are_deterministic() -> None:
 
 
 def test_rule_table_bad_input() -> None:
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(SteelscanError, match="not fitted"):
         RuleTableClassifier().predict(RULE_X)
-    with pytest.raises(ValueError, match="5 rows, y has 4"):
+    with pytest.raises(SteelscanError, match="5 rows, y has 4"):
         RuleTableClassifier().fit(RULE_X, RULE_Y[:4])
-    with pytest.raises(ValueError, match="percentiles"):
+    with pytest.raises(SteelscanError, match="percentiles"):
         RuleTableClassifier(percentiles=(90, 10)).fit(RULE_X, RULE_Y)
-    with pytest.raises(ValueError, match="tie_break"):
+    with pytest.raises(SteelscanError, match="tie_break"):
         RuleTableClassifier(tie_break="random").fit(RULE_X, RULE_Y)
     model = RuleTableClassifier().fit(RULE_X, RULE_Y)
-    with pytest.raises(ValueError, match="2 features"):
+    with pytest.raises(SteelscanError, match="2 features"):
         model.predict(np.zeros((1, 3)))
-    with pytest.raises(ValueError, match="finite"):
+    with pytest.raises(SteelscanError, match="finite"):
         model.predict(np.array([[np.nan, 1.0]]))
-    with pytest.raises(ValueError, match="2-D"):
+    with pytest.raises(SteelscanError, match="2-D"):
         model.predict(np.zeros(2))
-    with pytest.raises(ValueError, match="2 classes"):
+    with pytest.raises(SteelscanError, match="2 classes"):
         RuleTableClassifier().fit(RULE_X, ["A"] * 5)
 
 
@@ -213,9 +214,9 @@ def test_pnn_chooses_sigma_by_leave_one_out(synthetic_set) -> None:
     assert model.sigma_ in model.loo_scores_ and len(model.loo_scores_) == 21
     assert model.loo_scores_[model.sigma_] == max(model.loo_scores_.values())
     assert (model.predict(X_te) == y_te).mean() > 0.8
-    with pytest.raises(ValueError, match="sigma"):
+    with pytest.raises(SteelscanError, match="sigma"):
         PNNClassifier(sigma=-1.0).fit(X_tr, y_tr)
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(SteelscanError, match="not fitted"):
         PNNClassifier().predict_proba(X_te)
 
 
@@ -237,13 +238,13 @@ def test_svm_search_and_errors(synthetic_set) -> None:
     X_tr, y_tr, X_te, _ = synthetic_set
     model = SVMClassifier(C_grid=(1.0, 10.0), gamma_grid=(1.0,), cv=3).fit(X_tr, y_tr)
     assert model.best_params_["C"] in (1.0, 10.0) and 0.0 <= model.cv_accuracy_ <= 1.0
-    with pytest.raises(ValueError, match="not fitted"):
+    with pytest.raises(SteelscanError, match="not fitted"):
         SVMClassifier().predict(X_te)
-    with pytest.raises(ValueError, match="features"):
+    with pytest.raises(SteelscanError, match="features"):
         model.predict(X_te[:, :5])
-    with pytest.raises(ValueError, match="probability=False"):
+    with pytest.raises(SteelscanError, match="probability=False"):
         SVMClassifier(probability=False, C_grid=(1.0,), gamma_grid=(1.0,), cv=2).fit(X_tr, y_tr).predict_proba(X_te)
-    with pytest.raises(ValueError, match="as many labels"):
+    with pytest.raises(SteelscanError, match="as many labels"):
         MLPBaseline().fit(X_tr, y_tr[:-1])
 
 
@@ -252,10 +253,10 @@ def test_factory_builds_each_and_lists_names_on_error() -> None:
     assert isinstance(create_classical("pnn", sigma=1.0), PNNClassifier)
     assert isinstance(create_classical("svm"), SVMClassifier)
     assert isinstance(create_classical("mlp"), MLPBaseline)
-    with pytest.raises(ValueError, match="rule_table, pnn, svm, mlp") as info:
+    with pytest.raises(SteelscanError, match="rule_table, pnn, svm, mlp") as info:
         create_classical("knn")
     assert "'knn'" in str(info.value)
-    with pytest.raises(ValueError, match="bad arguments"):
+    with pytest.raises(SteelscanError, match="bad arguments"):
         create_classical("pnn", bandwidth=2.0)
 
 
@@ -265,15 +266,15 @@ def test_factory_builds_each_and_lists_names_on_error() -> None:
 def test_neu_split_rule() -> None:
     assert [neu_split(n) for n in (1, 2, 3, 4, 6, 9, 299)] == ["train"] * 3 + ["val", "train", "val", "val"]
     for bad in (5, 300, 0, -4):
-        with pytest.raises(ValueError):
+        with pytest.raises(SteelscanError):
             neu_split(bad)
 
 
 def test_missing_data_folder_is_one_line_error(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="NEU-CLS folder not found") as info:
+    with pytest.raises(DataError, match="NEU-CLS folder not found") as info:
         run_sdd_history(tmp_path / "absent", json_out=None, show_progress=False)
     assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match="expected NEU-CLS images.*found none"):
+    with pytest.raises(SteelscanError, match="expected NEU-CLS images.*found none"):
         load_neu_cls_images(tmp_path)
 
 
@@ -285,7 +286,7 @@ def test_cli_sub_app() -> None:
     assert "--seed" in runner.invoke(app, ["benchmark", "sdd-history", "--help"]).output
     args = ["benchmark", "sdd-history", "--data", "/nonexistent/neu-cls", "--json", "x.json"]
     result = runner.invoke(app, args)
-    assert isinstance(result.exception, FileNotFoundError)  # steelscan's main() prints it on one line
+    assert isinstance(result.exception, DataError)  # steelscan's main() prints it on one line
 
 
 def test_sdd_history_on_real_subset(tmp_path) -> None:

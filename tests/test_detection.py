@@ -12,17 +12,19 @@ import torch
 
 from steelscan.cli import main
 from steelscan.config import load_config
-from steelscan.data.detection import (
-    DetectionSet, DetSample, blackout, collate_detection, flip_boxes, load_detection_split,
-)
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import DataError, SteelscanError
+from steelscan.data.formats import Problem, read_data
+from steelscan.data.splits import split_items
 from steelscan.models.detector import DETECTOR_BACKBONES, LABEL_OFFSET, detector_name
 from steelscan.models.layers import (
     SPP, CoordConv2d, CoordRoIPool, ModulatedDeformConv2d, coordinate_channels, roi_coordinate_channels,
 )
-from steelscan.registry import create_model, list_models
+from steelscan.models import create_model, list_models
+from steelscan.engine.fit import fit
 from steelscan.runs import load_checkpoint
-from steelscan.train import fit
+from steelscan.tasks.detection.data import (
+    DetectionSet, DetSample, blackout, collate_detection, flip_boxes, load_split_samples,
+)
 from tests.conftest import REPO, shared_data
 
 torch.set_num_threads(1)
@@ -207,30 +209,23 @@ def _copy(src: Path, dst: Path) -> Path:
 
 def test_split_by_number_with_clean_images(synth):
     det, clean = synth
-    split = load_detection_split(det, clean_root=clean)
-    assert sorted(s.name for s in split.val if not s.name.startswith("clean")) == ["crazing_4", "patches_4", "scratches_4"]
-    assert sum(s.name.startswith("clean") for s in split.train + split.val) == 3
-    assert all(len(s.boxes) == 0 for s in split.train + split.val if s.name.startswith("clean"))
-    assert split.record["clean_images"]["train"] + split.record["clean_images"]["val"] == 3
+    val = load_split_samples(det, "val", clean_root=clean)
+    train = load_split_samples(det, "train", clean_root=clean)
+    assert sorted(s.name for s in val if not s.name.startswith("clean")) == [
+        "IMAGES/crazing_4.jpg", "IMAGES/patches_4.jpg", "IMAGES/scratches_4.jpg"]  # item names: paths in the set
+    assert len([s for s in train if not s.name.startswith("clean")]) == 9
+    assert sum(s.name.startswith("clean") for s in train + val) == 3
+    assert all(len(s.boxes) == 0 for s in train + val if s.name.startswith("clean"))
+    assert len(load_split_samples(det, "all", clean_root=clean)) == 15
 
 
 def _voc(det: Path, stem: str, text: str) -> None:
     (det / "ANNOTATIONS" / f"{stem}.xml").write_text(text)
 
 
-@pytest.mark.parametrize("case,error,message", [
-    ("outside", SteelscanError, r"crazing_1.xml: object 0 \(crazing\): box .* outside the 200x200 image"),
-    ("zero_width", SteelscanError, r"crazing_1.xml: object 0 \(crazing\): box xmin=11 .*xmax=10 .* is empty"),
-    ("unknown_class", SteelscanError, r"crazing_1.xml: object 0: unknown class 'rust'"),
-    ("missing_image", FileNotFoundError, r"crazing_1.xml: its image .*crazing_1.jpg is missing"),
-    ("missing_xml", SteelscanError, r"1 image\(s\) have no annotation .* crazing_1.jpg"),
-    ("no_object_error", SteelscanError, r"crazing_1.xml: no <object> in the annotation"),
-])
-def test_bad_input_is_a_precise_error(synth, tmp_path, case, error, message):
+def _break(det: Path, case: str) -> None:
     from steelscan.data.synthetic import voc_xml
 
-    det = _copy(synth[0], tmp_path / "det")
-    policy = "skip"
     if case == "outside":
         _voc(det, "crazing_1", voc_xml("crazing_1", "crazing", np.array([[150, 10, 210, 50]]), np.array([0])))
     elif case == "zero_width":
@@ -242,23 +237,74 @@ def test_bad_input_is_a_precise_error(synth, tmp_path, case, error, message):
         (det / "IMAGES" / "crazing_1.jpg").unlink()
     elif case == "missing_xml":
         (det / "ANNOTATIONS" / "crazing_1.xml").unlink()
-    else:
+    elif case == "no_object":
         _voc(det, "crazing_1", voc_xml("crazing_1", "crazing", np.zeros((0, 4)), np.zeros(0)))
-        policy = "error"
-    with pytest.raises(error, match=message):
-        load_detection_split(det, empty_annotations=policy)
+    else:
+        raise AssertionError(case)
 
 
-def test_annotation_without_objects_is_a_counted_skip_or_a_clean_image(synth, tmp_path, caplog):
-    from steelscan.data.synthetic import voc_xml
-
+# Each label mistake is recorded as a Problem (kind + file) and the rest of the set is read: a plant's export is
+# never refused for one bad file. (Formerly each was an exception that stopped the whole read.)
+@pytest.mark.parametrize("case,kind,path,boxes_left", [
+    ("outside", "box_outside_image", "IMAGES/crazing_1.jpg", [[150, 10, 200, 50]]),  # clipped to the image
+    ("zero_width", "empty_box", "IMAGES/crazing_1.jpg", []),  # dropped: the image is defect-free now
+    ("unknown_class", "class_out_of_range", "IMAGES/crazing_1.jpg", []),
+    ("missing_image", "label_without_image", "ANNOTATIONS/crazing_1.xml", None),  # no item
+    ("missing_xml", "image_without_label", "IMAGES/crazing_1.jpg", []),  # read as defect-free
+])
+def test_bad_labels_are_recorded_problems(synth, tmp_path, case, kind, path, boxes_left):
     det = _copy(synth[0], tmp_path / "det")
-    _voc(det, "crazing_1", voc_xml("crazing_1", "crazing", np.zeros((0, 4)), np.zeros(0)))
-    split = load_detection_split(det)
-    assert split.record["skipped_no_objects"] == ["crazing_1.xml"] and len(split.train) == 8
-    assert "skipped 1 annotation(s) with no <object>" in caplog.text
-    kept = load_detection_split(det, empty_annotations="clean")
-    assert len(kept.train) == 9 and [len(s.boxes) for s in kept.train if s.name == "crazing_1"] == [0]
+    _break(det, case)
+    data = read_data(det)
+    assert data.format == "neu-det" and data.class_names[0] == "crazing"
+    assert [(p.kind, p.path) for p in data.problems] == [(kind, path)]
+    assert isinstance(data.problems[0], Problem) and data.problems[0].message
+    crazing_1 = [it for it in data.items if it.name == "IMAGES/crazing_1.jpg"]
+    if boxes_left is None:
+        assert not crazing_1 and len(data.items) == 11
+    else:
+        assert len(data.items) == 12 and crazing_1[0].boxes.tolist() == boxes_left
+
+
+def _empty_policy(items, policy):
+    from steelscan.tasks.detection.task import _apply_empty_policy
+
+    return _apply_empty_policy(load_config(None, [f"data.empty_annotations={policy}"]), items)
+
+
+def test_annotation_without_objects_follows_the_empty_policy(synth, tmp_path, caplog):
+    det = _copy(synth[0], tmp_path / "det")
+    _break(det, "no_object")
+    data = read_data(det)
+    assert not data.problems  # an annotation with no <object> is valid VOC: a defect-free image
+    train = split_items(data).train
+    assert len(train) == 9
+    kept = _empty_policy(train, "clean")  # the default
+    assert len(kept) == 9 and [len(it.boxes) for it in kept if it.name == "IMAGES/crazing_1.jpg"] == [0]
+    assert load_config().data.empty_annotations == "clean"
+    assert len(_empty_policy(train, "skip")) == 8
+    assert "skipped 1 image(s) with no box, e.g. IMAGES/crazing_1.jpg" in caplog.text
+    with pytest.raises(DataError, match=r"crazing_1.jpg: no box in its label; expected at least one"):
+        _empty_policy(train, "error")
+
+
+def test_training_on_bad_labels_logs_the_problems_and_trains_on_the_rest(synth, tmp_path, caplog):
+    det = _copy(synth[0], tmp_path / "det")
+    _break(det, "zero_width")
+    (det / "IMAGES" / "patches_2.jpg").unlink()  # a second problem: an annotation without its image
+    cfg = load_config(REPO / "configs" / "neu_det_tiny.yaml",
+                      [f"data.root={det}", f"out_dir={tmp_path / 'runs'}", "train.max_steps=1", "train.threads=1",
+                       "detector.n_samples=0"])
+    with caplog.at_level("WARNING", logger="steelscan.train"):
+        run = fit(cfg, progress=False)
+    assert "2 label problem(s) skipped or fixed (1 empty_box, 1 label_without_image)" in caplog.text
+    assert json.loads((run / "data.json").read_text())["problems"] == {"empty_box": 1, "label_without_image": 1}
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["train"]) == 8 and "IMAGES/crazing_1.jpg" in split["train"]  # kept, defect-free
+    assert json.loads((run / "metrics.json").read_text())["n_images"] == 3
+    with pytest.raises(DataError, match="crazing_1.jpg: no box in its label"):
+        fit(cfg.model_copy(update={"data": cfg.data.model_copy(update={"empty_annotations": "error"})}),
+            progress=False)
 
 
 # --------------------------------------------------------------------------------------- engine + CLI
@@ -282,16 +328,18 @@ def test_fit_writes_a_detection_run_folder(det_run):
     for name in ("pr_curves.png", "samples.png"):
         assert cv2.imread(str(det_run / name)).shape[0] > 100
     m = json.loads((det_run / "metrics.json").read_text())
-    n_clean_val = json.loads((det_run / "split.json").read_text())["clean_images"]["val"]
+    clean = json.loads((det_run / "split.json").read_text())["clean_images"]  # names of the clean images per side
+    assert len(clean["train"]) + len(clean["val"]) == 3
+    n_clean_val = len(clean["val"])
     assert m["task"] == "detection" and m["n_images"] == 3 + n_clean_val
     for key in ("map50", "map50_95", "per_class_ap50", "ms_per_image", "history"):
         assert key in m
     assert set(m["per_class_ap50"]) == {"crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"}
     assert m["per_class_ap50"]["inclusion"] is None  # no truth of that class: excluded, written as null
     model, meta = load_checkpoint(det_run)
-    assert meta["task"] == "detection" and meta["label_offset"] == 1 and meta["class_names"][0] == "crazing"
-    assert meta["model_kwargs"]["coordconv"] is True and meta["model_kwargs"]["pretrained"] is False
-    assert 0 <= meta["score_threshold"] <= 1 and meta["mean"] == 0.45
+    assert meta.task == "detection" and meta.label_offset == 1 and meta.class_names[0] == "crazing"
+    assert meta.model_kwargs["coordconv"] is True and meta.model_kwargs["pretrained"] is False
+    assert 0 <= meta.score_threshold <= 1 and meta.mean == 0.45
     assert load_config(det_run / "config.yaml").task == "detection"
 
 
@@ -322,17 +370,26 @@ def test_cli_detect_and_evaluate(det_run, synth, tmp_path, capsys):
     assert "--draw expects a folder" in capsys.readouterr().err
 
 
-def test_task_and_model_must_agree(tmp_path):
+def test_task_and_model_must_agree(synth, tmp_path):
+    det, _ = synth
     with pytest.raises(SteelscanError, match="'mobilenetv3_small' is a classification model but task is detection"):
-        fit(load_config(None, ["task=detection", "model.name=mobilenetv3_small"]))
+        fit(load_config(None, [f"data.root={det}", "model.name=mobilenetv3_small", f"out_dir={tmp_path}"]))
+    with pytest.raises(SteelscanError, match="task is classification but .* is neu-det data, a detection layout"):
+        fit(load_config(None, [f"data.root={det}", "task=classification", f"out_dir={tmp_path}"]))
+    from tests.layouts import make_folders
+
+    folders = make_folders(tmp_path / "folders")
     with pytest.raises(SteelscanError, match="is a detection model but task is classification"):
-        fit(load_config(None, ["model.name=frcnn_resnet50"]))
-    with pytest.raises(SteelscanError, match="expected data.format neu-det"):
+        fit(load_config(None, [f"data.root={folders}", "model.name=frcnn_resnet50", f"out_dir={tmp_path / 'runs'}"]))
+    with pytest.raises(SteelscanError, match="data.root is not set"):
         fit(load_config(None, ["task=detection", "model.name=frcnn_resnet50", f"out_dir={tmp_path}"]))
+    assert not (tmp_path / "runs").exists()  # refused before a run folder was made
 
 
 def test_real_neu_det_split():
-    split = load_detection_split(shared_data("neu-det"))
-    assert len(split.train) + len(split.val) == 1440 and not split.record["skipped_no_objects"]
-    assert all(int(s.name.rsplit("_", 1)[1]) % 5 == 4 for s in split.val)
-    assert sum(len(s.boxes) for s in split.train + split.val) == 3317
+    data = read_data(shared_data("neu-det"))
+    assert data.format == "neu-det" and not data.problems
+    split = split_items(data, val_remainders=(4,))
+    assert len(split.train) + len(split.val) == 1440 and not split.test
+    assert all(int(Path(it.name).stem.rsplit("_", 1)[1]) % 5 == 4 for it in split.val)
+    assert sum(len(it.boxes) for it in split.train + split.val) == 3317

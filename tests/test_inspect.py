@@ -14,8 +14,8 @@ import pytest
 from steelscan.cli import main
 from steelscan.core.errors import SteelscanError
 from steelscan.inspection.merge import MIN_PIECE_PX
+from steelscan.deploy.predictors import load_predictor
 from steelscan.inspection.runner import finish_coil, folder_frames, inspect_frames, open_coil, read_frame
-from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store
 from tests.service_helpers import coil_frames, tiny_artifact
 
@@ -55,15 +55,16 @@ def test_tiny_end_to_end_inspect(coil_and_artifact, tmp_path, capsys):
 KILLER = """
 import os, signal, sys
 from pathlib import Path
+from steelscan.deploy.predictors import load_predictor
 from steelscan.inspection.runner import folder_frames, inspect_frames, open_coil
-from steelscan.runtime import SegmenterRuntime
 from steelscan.store import Store
 coil, paths = open_coil(Path(sys.argv[1]))
 store = Store(sys.argv[3])
 def die(k, s):
     if k == 2:
         os.kill(os.getpid(), signal.SIGKILL)  # mid-coil, right after frame 2 was committed
-inspect_frames(coil, folder_frames(paths, coil.frame_shape), SegmenterRuntime(sys.argv[2], 1), store, on_frame=die)
+inspect_frames(coil, folder_frames(paths, coil.frame_shape), load_predictor(sys.argv[2], threads=1, batch_size=8), store,
+               on_frame=die)
 """
 
 
@@ -77,7 +78,7 @@ def test_resume_after_a_kill_keeps_committed_frames_and_adds_no_duplicates(coil_
     store = Store(db)
     assert store.frames_done(coil.coil_id) == {0, 1, 2}
     before = store.pieces(coil.coil_id)
-    rt = SegmenterRuntime(artifact, 1)
+    rt = load_predictor(artifact, threads=1, batch_size=8)
     stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), rt, store)
     assert stats == {**stats, "frames": 3, "resumed": 3}
     after = store.pieces(coil.coil_id)

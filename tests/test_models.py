@@ -7,7 +7,7 @@ import torch
 
 from steelscan.models.classifier import BACKBONES, efficientnet_lite0_state_dict
 from steelscan.models.layers import ModulatedDeformConv2d, convert_to_dcn
-from steelscan.registry import create_model, list_models
+from steelscan.models import create_model, list_models
 
 
 def test_registry_lists_every_backbone():

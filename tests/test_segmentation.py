@@ -13,8 +13,8 @@ import torch
 
 from steelscan.cli import main
 from steelscan.config import config_from_dict
-from steelscan.data.segmentation import CropDataset, SegSample, crop_window, severstal_split
 from steelscan.core.errors import SteelscanError
+from steelscan.tasks.segmentation.data import CropDataset, SegSample, crop_window
 from steelscan.losses import BCEDiceLoss, BCELoss, FocalLoss, WeightedBCELoss
 from steelscan.postprocess import PostProcess, apply_gate, binarize, ensemble_mean, predict_tta, remove_small_components
 from steelscan.tune import tune_postprocess
@@ -65,20 +65,27 @@ def test_crop_window_and_too_large_crops():
 
 
 def test_split_is_by_id_checksum():
-    ids = [f"{i:09x}.jpg" for i in range(500)]
-    val = [i for i in ids if severstal_split(i) == "val"]
-    assert 0.15 < len(val) / len(ids) < 0.25
-    assert val == [i for i in ids if severstal_split(i, (4,)) == "val"]
+    import zlib
+
+    from steelscan.data.formats import Item
+    from steelscan.data.splits import checksum_val
+
+    items = [Item(f"train_images/{i:09x}.jpg", Path(f"train_images/{i:09x}.jpg")) for i in range(500)]
+    val = checksum_val(items, (4,))
+    assert 0.15 < len(val) / len(items) < 0.25
+    # the rule every shipped Severstal model was measured with: crc32 of the image file name, % 5 == 4
+    assert val == {it.name for it in items if zlib.crc32(it.path.name.encode()) % 5 == 4}
+    assert checksum_val(items, (3, 4)) > val
 
 
 @pytest.mark.parametrize("name,cls", [("bce", BCELoss), ("weighted_bce", WeightedBCELoss), ("bce_dice", BCEDiceLoss),
                                       ("focal", FocalLoss)])
 def test_each_loss_is_wired_from_the_config(name, cls):
     from steelscan.losses import SegmentationLoss
-    from steelscan.train_segmentation import make_mask_loss
+    from steelscan.tasks.segmentation.task import make_mask_loss
 
     cfg = config_from_dict({**SEG, "loss": {"name": name, "pos_weight": [2, 2, 1, 1.5], "presence_weight": 0.5}})
-    loss = make_mask_loss(cfg)
+    loss = make_mask_loss(cfg, 4)
     assert isinstance(loss, cls)
     if name in ("weighted_bce", "bce_dice"):
         assert loss.pos_weight.tolist() == [2, 2, 1, 1.5]
@@ -95,11 +102,19 @@ def test_config_rejects_mismatched_losses_and_bad_crops():
     with pytest.raises(SteelscanError, match="does not fit task segmentation"):
         config_from_dict({**SEG, "loss": {"name": "ce"}})
     with pytest.raises(SteelscanError, match="does not fit task classification"):
-        config_from_dict({"loss": {"name": "bce"}})
+        config_from_dict({"task": "classification", "loss": {"name": "bce"}})
     with pytest.raises(SteelscanError, match="multiples of 32"):
         config_from_dict({**SEG, "segmentation": {"crop": [250, 512]}})
-    with pytest.raises(SteelscanError, match="one value per class"):
-        config_from_dict({**SEG, "segmentation": {"threshold": [0.5, 0.5]}})
+    # Per-class options take one value or K; K comes from the data, so the count is checked when training starts.
+    from steelscan.tasks.segmentation.task import make_mask_loss, postprocess_from_config
+
+    two = config_from_dict({**SEG, "segmentation": {"threshold": [0.5, 0.5]}})
+    assert postprocess_from_config(two, 2).threshold == (0.5, 0.5)
+    assert postprocess_from_config(config_from_dict(SEG), 5).threshold == (0.5,) * 5  # one value for every class
+    with pytest.raises(SteelscanError, match=r"segmentation.threshold needs one value per class \(4\)"):
+        postprocess_from_config(two, 4)
+    with pytest.raises(SteelscanError, match=r"loss.pos_weight needs one value per class \(3\)"):
+        make_mask_loss(config_from_dict({**SEG, "loss": {"name": "weighted_bce", "pos_weight": [1, 2]}}), 3)
 
 
 def test_hard_and_soft_gates():
@@ -195,7 +210,7 @@ def test_submission_csv_round_trips_through_the_rle_decoder(tmp_path):
 
 def test_segmenters_are_registered_and_lite0_loads_offline_weights():
     from steelscan.models.segmenter import build_segmenter
-    from steelscan.registry import list_models
+    from steelscan.models import list_models
 
     assert {"unet_efficientnet_b3", "fpn_efficientnet_b3", "unet_efficientnet_lite0"} <= set(list_models(task="segmentation"))
     net = build_segmenter("unet_efficientnet_lite0", pretrained=True)
@@ -235,7 +250,7 @@ def test_tiny_end_to_end_train_tune_evaluate_segment(seg_run, tmp_path, capsys):
     assert main(["tune", str(run), "--data", str(syn), "--split", "all", "--folds", "3"]) == 0
     _, meta = load_checkpoint(run)
     tuned = json.loads((run / "tune.json").read_text())
-    assert meta["postprocess"]["tuned"]["dice_fit"] == tuned["dice_fit"]
+    assert meta.postprocess["tuned"]["dice_fit"] == tuned["dice_fit"]
     assert tuned["dice_fit"] >= tuned["dice_cv"] - 1e-9 and tuned["dice_fit"] >= tuned["all_empty_dice"] - 1e-9
 
     out_json = tmp_path / "eval.json"
@@ -264,7 +279,10 @@ def test_segment_and_tune_refuse_bad_input(seg_run, tmp_path, capsys):
     assert "built-in model" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert main(["evaluate", str(run), "--data", str(tmp_path / "empty")]) == 2
-    assert "expected a Severstal folder with train.csv" in capsys.readouterr().err
+    err = capsys.readouterr().err  # any layout is read now: the error lists what each layout looks like
+    assert "cannot tell the data format" in err and "train.csv + train_images/ (RLE)" in err
+    assert main(["evaluate", str(run), "--data", str(tmp_path / "empty"), "--format", "severstal"]) == 2
+    assert "expected train.csv (ImageId,ClassId,EncodedPixels) + train_images/" in capsys.readouterr().err
 
 
 def test_loss_study_trains_each_loss_and_tabulates(seg_run, tmp_path, capsys):
@@ -289,7 +307,7 @@ def test_builtin_severstal_evaluates_offline_on_a_kaggle_folder(seg_run, tmp_pat
     assert (BUILTIN_DIR / "severstal.pt").is_file() and (BUILTIN_DIR / "severstal.md").is_file()
     assert (BUILTIN_DIR / "severstal.pt").stat().st_size <= 40 * 2**20
     _, meta = load_checkpoint("severstal")
-    assert meta["task"] == "segmentation" and meta["postprocess"]["tuned"]  # shipped with tuned values
+    assert meta.task == "segmentation" and meta.postprocess["tuned"]  # shipped with tuned values
     _, syn = seg_run
     out = tmp_path / "eval.json"
     assert main(["evaluate", "severstal", "--data", str(syn), "--json", str(out)]) == 0

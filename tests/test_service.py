@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from steelscan.cli import main
+from steelscan.core.errors import SteelscanError
 from steelscan.service.app import create_app
 from steelscan.service.settings import Limits, Settings, check_exposure, is_loopback
 from steelscan.store import Store
@@ -240,7 +243,7 @@ def test_public_address_needs_a_token(tmp_path, monkeypatch, capsys):
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.20")
     check_exposure("127.0.0.1", None)
     check_exposure("0.0.0.0", TOKEN)
-    with pytest.raises(ValueError, match="refusing to serve on 0.0.0.0 without a token"):
+    with pytest.raises(SteelscanError, match="refusing to serve on 0.0.0.0 without a token"):
         check_exposure("0.0.0.0", None)
     monkeypatch.delenv("STEELSCAN_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)]) == 2
@@ -255,7 +258,7 @@ def test_classify_and_detect_single_images(tmp_path, assets):
     import torch
 
     from steelscan.models.detector import detector_normalise
-    from steelscan.registry import create_model
+    from steelscan.models import create_model
     from steelscan.runs import save_checkpoint
 
     kw = {"num_classes": 7, "min_size": 64, "max_size": 64, "fpn_channels": 16, "representation_size": 32,
@@ -319,3 +322,31 @@ def test_defect_schema_matches_the_records_json():
     d = Defect(1, "3", 0.9, 1.0, 2.0, 3.0, 4.0, 5.0, 0, [0, 0, 1, 1], [0, 0, 1, 1], 1, [0]).as_dict()
     assert {f.alias or name for name, f in DefectSchema.model_fields.items()} == set(d)
     assert DefectSchema.model_validate(d).model_dump(by_alias=True) == d
+
+
+def test_broken_model_files_are_503_and_bad_single_images_4xx(tmp_path, assets):
+    """A zero-byte or truncated .pt behind /v1/classify or /v1/detect is a 503 naming the file, not a 500;
+    images the shared reader refuses (1x1, a bomb, a 1-bit mask) are 4xx; the service keeps serving."""
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(b"PK\x03\x04" + b"\0" * 60)
+    image = png_bytes(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8))
+    with make_client(tmp_path, assets, classifier=str(empty), detector=str(truncated)) as c:
+        r = c.post("/v1/classify", files={"image": ("x.png", image)})
+        assert r.status_code == 503 and "empty.pt is empty (0 bytes)" in r.json()["error"], r.text
+        r = c.post("/v1/detect", files={"image": ("x.png", image)})
+        assert r.status_code == 503 and "truncated.pt cannot be read as a checkpoint" in r.json()["error"], r.text
+        r = c.post("/v1/classify", files={"image": ("one.png", png_bytes(np.zeros((1, 1), np.uint8)))})
+        assert r.status_code == 422 and "at least 8 px" in r.json()["error"]
+        mask = io.BytesIO()
+        Image.fromarray(np.zeros((32, 32), bool)).save(mask, format="PNG")
+        r = c.post("/v1/classify", files={"image": ("mask.png", mask.getvalue())})
+        assert r.status_code == 422 and "1-bit" in r.json()["error"]
+        bomb = bytearray(png_bytes(np.zeros((8, 8), np.uint8)))
+        bomb[16:24] = struct.pack(">II", 40_000, 40_000)
+        bomb[29:33] = struct.pack(">I", zlib.crc32(bytes(bomb[12:29])))
+        r = c.post("/v1/classify", files={"image": ("bomb.png", bytes(bomb))})
+        assert r.status_code == 413 and "1600000000 px" in r.json()["error"]
+        assert c.get("/healthz").status_code == 200
+        assert 'steelscan_errors_total{status="500"}' not in c.get("/metrics").text

@@ -121,9 +121,9 @@ def test_neu_cls_numbers(tmp_path):
 
 
 def test_unknown_format_and_missing_path(tmp_path):
-    with pytest.raises(SteelscanError, match="unknown data format 'voc'"):
-        compute_stats(tmp_path, "voc")
-    with pytest.raises(FileNotFoundError, match="data folder not found"):
+    with pytest.raises(SteelscanError, match="unknown data format 'pdf'"):
+        compute_stats(tmp_path, "pdf")
+    with pytest.raises(SteelscanError, match="data folder not found"):
         compute_stats(tmp_path / "nope", "severstal")
 
 
@@ -196,8 +196,8 @@ def test_cli_bad_input_is_one_line_without_traceback(tmp_path, capsys, layout, f
 
 
 def test_cli_rejects_unknown_format_value(tmp_path, capsys):
-    code, _, err = _cli(["stats", tmp_path, "--format", "coco"], capsys)
-    assert code == 2 and "Traceback" not in err and "coco" in err
+    code, _, err = _cli(["stats", tmp_path, "--format", "pdf"], capsys)
+    assert code == 2 and "Traceback" not in err and "unknown data format 'pdf'" in err
 
 
 # ------------------------------------------------------------------------------------------ real data

@@ -1,4 +1,4 @@
-"""`train.time_budget_minutes` (detection): the training clock, the stop after an optimiser step, the
+"""`train.time_budget_minutes` (every task): the training clock, the stop after an optimiser step, the
 budget-following schedule, the config check, and a budgeted `fit` on a tiny synthetic NEU-DET."""
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ import torch.nn as nn
 
 from steelscan.config import config_from_dict, load_config
 from steelscan.core.errors import SteelscanError
-from steelscan.train import fit, make_scheduler
-from steelscan.train_detection import TrainingClock, train_one_epoch_detection
+from steelscan.engine.clock import TrainingClock
+from steelscan.engine.fit import fit
+from steelscan.engine.loop import train_one_epoch
+from steelscan.engine.optim import make_scheduler
+from steelscan.tasks.detection.task import detection_step
 from tests.conftest import REPO
 
 torch.set_num_threads(1)
@@ -79,15 +82,15 @@ def test_stop_is_asked_after_each_optimiser_step_and_ends_the_epoch(grad_accum, 
         return len(asked) >= asks_to_stop
 
     loader = CountingLoader(_loader(10))
-    losses = train_one_epoch_detection(model, loader, torch.optim.SGD(model.parameters(), lr=0.01),
-                                       torch.device("cpu"), grad_accum=grad_accum, stop=stop)
+    losses = train_one_epoch(model, loader, torch.optim.SGD(model.parameters(), lr=0.01), detection_step,
+                             torch.device("cpu"), grad_accum=grad_accum, stop=stop)
     assert loader.drawn == expected_batches and len(asked) == asks_to_stop and "loss" in losses
 
 
 def test_without_stop_the_epoch_runs_to_the_end():
     model = LossModel()
-    losses = train_one_epoch_detection(model, _loader(5), torch.optim.SGD(model.parameters(), lr=0.01),
-                                       torch.device("cpu"))
+    losses = train_one_epoch(model, _loader(5), torch.optim.SGD(model.parameters(), lr=0.01), detection_step,
+                             torch.device("cpu"))
     assert set(losses) == {"loss", "a"}
 
 
@@ -116,11 +119,11 @@ def test_schedule_follows_the_budget_share_after_warm_up():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.01)
 
 
-def test_budget_is_positive_and_for_detection_only():
+def test_budget_is_positive_and_for_every_task():
     with pytest.raises(SteelscanError, match=r"train.time_budget_minutes.*greater than 0"):
         config_from_dict({"task": "detection", "train": {"time_budget_minutes": 0}})
-    with pytest.raises(SteelscanError, match="time_budget_minutes is a detection option; task is classification"):
-        config_from_dict({"train": {"time_budget_minutes": 5}})
+    for task in ("classification", "detection", "segmentation"):
+        assert config_from_dict({"task": task, "train": {"time_budget_minutes": 5}}).train.time_budget_minutes == 5
 
 
 def test_budgeted_fit_stops_after_the_first_step_and_still_evaluates(tmp_path):

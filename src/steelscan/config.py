@@ -14,7 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -22,30 +22,37 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    format: Literal["neu-cls", "neu-det", "severstal"] = "neu-cls"
-    root: str = "../shared/data/neu-cls"
+    # The data set folder, in any layout `steelscan stats` reads. Required: nothing defaults to a data set.
+    root: str | None = None
+    # The layout: detected from the folder when null (folders, neu-cls, yolo, coco, voc, neu-det, masks, rle).
+    format: str | None = None
+    # Without a split of the data set's own (train/val/test folders or data.yaml entries), this share of the
+    # images forms a deterministic, stratified validation split (saved in the run folder as split.json).
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     # NEU split by image number, so that NEU-CLS and NEU-DET split alike. Numbers divisible by 5 are held
-    # out elsewhere; of the rest, numbers with `n % 5 in val_remainders` form our validation split.
+    # out elsewhere; of the rest, numbers with `n % 5 in val_remainders` form our validation split. Severstal-
+    # style RLE folders without a split of their own split by crc32(image id) % 5 in val_remainders.
     val_remainders: tuple[int, ...] = (4,)
-    image_size: int = 200
+    # Classification: the side the images are resized to; null = from the data (its most common size).
+    image_size: int | None = Field(None, ge=8)
     # Binary defect / no-defect mode (the 2-stage gate): label 1 = defect.
     binary: bool = False
     # Imbalance experiments: keep only this many training images of a class, e.g. {"crazing": 30}.
     limit_per_class: dict[str, int] = Field(default_factory=dict)
-    # Folder of extra images with labels in the format's layout, e.g. from `steelscan synth neu-cls`; for
-    # severstal a second Kaggle-layout folder (e.g. the real sample beside synthetic strips), split alike.
+    # A second folder in the same layout and with the same classes, split alike (e.g. the real Severstal
+    # sample beside synthetic strips); metrics are also reported per folder.
     extra_root: str | None = None
     # A folder of defect-free images (e.g. `steelscan synth neu-clean`), split by a checksum of the name:
     # detection adds them with no boxes; the binary gate (data.binary) adds them as label 0 (clean).
     clean_root: str | None = None
-    # Detection: a NEU-DET annotation with no <object>: skip it (counted, logged), keep it as clean, or fail.
-    empty_annotations: Literal["skip", "clean", "error"] = "skip"
+    # Detection: an annotation with no box: keep it as a defect-free image (the default), skip it, or fail.
+    empty_annotations: Literal["skip", "clean", "error"] = "clean"
 
 
 class ModelConfig(_Section):
     name: str = "mobilenetv3_small"
     pretrained: bool = False
-    in_chans: int = 1
+    in_chans: Literal[1, 3] | None = None  # null = from the data: 3 when its images hold colour, else 1
     dcn: bool = False
     drop_rate: float = 0.0
 
@@ -58,17 +65,18 @@ class AugmentConfig(_Section):
     cutout: float = 0.0  # probability of a random CoarseDropout
     improved_cutout: float = 0.0  # probability of blanking a labelled defect box (needs neu-det boxes)
     defect_blackout: float = 0.0  # detection: probability of blanking every box of an image (it becomes clean)
-    det_root: str = "../shared/data/neu-det"
+    det_root: str | None = None  # NEU-DET boxes for improved_cutout of NEU-CLS images
 
 
 class LossConfig(_Section):
     # classification: ce, weighted_ce, softmax_focal. segmentation (4 sigmoid channels): bce, weighted_bce,
     # bce_dice (bce_weight * weighted BCE + dice_weight * Dice), focal.
-    name: Literal["ce", "weighted_ce", "softmax_focal", "bce", "weighted_bce", "bce_dice", "focal"] = "ce"
+    # null = the task's default: ce (classification), bce_dice (segmentation); detection has its own losses.
+    name: Literal["ce", "weighted_ce", "softmax_focal", "bce", "weighted_bce", "bce_dice", "focal"] | None = None
     gamma: float = 2.0
     alpha: float | None = 0.25  # focal
     label_smoothing: float = 0.0
-    pos_weight: tuple[float, ...] | None = None  # weighted_bce / bce_dice, one per class: the seed's (2, 2, 1, 1.5)
+    pos_weight: tuple[float, ...] | None = None  # weighted_bce / bce_dice: one per class (or one for all)
     bce_weight: float = Field(0.75, ge=0.0)
     dice_weight: float = Field(0.25, ge=0.0)
     # segmentation: BCE on the per-class presence head (the classification gate), added with this weight
@@ -99,10 +107,13 @@ class TrainConfig(_Section):
     amp: bool = True  # used on CUDA only
     tta: bool = False
     threads: int | None = None
-    # Detection only: stop once this much *training* time is spent (checked after each optimiser step;
-    # the per-epoch evaluation is not counted), then evaluate. train.epochs stays an upper bound, and the
-    # cosine schedule follows the larger of the step share and the budget share (see `fit_detection`).
+    # Stop once this much *training* time is spent (checked after each optimiser step; evaluation is not
+    # counted), then evaluate. train.epochs stays an upper bound, and the cosine schedule follows the larger
+    # of the step share and the budget share.
     time_budget_minutes: float | None = Field(None, gt=0)
+    clip_grad_norm: float | None = Field(None, gt=0)  # detection uses detector.clip_grad_norm when null
+    # A run folder to continue: its last.pt holds the weights, optimiser, schedule and history.
+    resume: str | None = None
 
 
 class DetectorConfig(_Section):
@@ -112,8 +123,9 @@ class DetectorConfig(_Section):
     coordconv: bool = False  # coordinate channels before the first conv of the RPN head and the box head
     # Short side after the model's own resize; a list = multi-scale training (evaluation uses the last).
     # NEU images are 200 px: the defaults keep them 200 px, where torchvision's default makes them 800.
-    min_size: int | tuple[int, ...] = 200
-    max_size: int = 256
+    # null = from the data: the training images' median short side (NEU: 200) and their largest long side.
+    min_size: int | tuple[int, ...] | None = None
+    max_size: int | None = None
     fpn_channels: int = Field(128, ge=8)
     representation_size: int = Field(512, ge=8)
     anchor_sizes: tuple[int, ...] = (16, 32, 64, 128, 256)  # one per FPN level (strides 4..64), resized pixels
@@ -140,14 +152,16 @@ class SegmentationConfig(_Section):
     thresholds and minimum areas with values searched on validation data.
     """
 
-    crop: tuple[int, int] = (256, 512)  # (height, width) of the random training crops (1st place: 256x512)
+    # (height, width) of the random training crops (1st place: 256x512); null = 256x512 cut to the smallest image
+    crop: tuple[int, int] | None = None
     defect_share: float = Field(0.6, ge=0.0, le=1.0)  # share of training crops that contain a defect
     crops_per_image: int = Field(1, ge=1)  # training crops per image and epoch
-    threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # pixel probability threshold per class
-    min_area: tuple[int, ...] = (600, 600, 900, 2000)  # 1st place: drop a class mask smaller than this (px)
+    # Per class, or one value for every class.
+    threshold: tuple[float, ...] = (0.5,)  # pixel probability threshold
+    min_area: tuple[int, ...] = (600,)  # 1st place: drop a class mask smaller than this (px): (600, 600, 900, 2000)
     min_component: int = Field(0, ge=0)  # remove connected components smaller than this (px) first
     gate: Literal["none", "hard", "soft"] = "none"  # combine the presence head with the masks
-    gate_threshold: tuple[float, ...] = (0.5, 0.5, 0.5, 0.5)  # hard gate: drop a class below this probability
+    gate_threshold: tuple[float, ...] = (0.5,)  # hard gate: drop a class below this probability
     tta: bool = False  # mean over none, hflip, vflip
 
 
@@ -161,7 +175,7 @@ class TwoStageConfig(_Section):
 
 
 class RunConfig(_Section):
-    task: Literal["classification", "detection", "segmentation"] = "classification"
+    task: Literal["classification", "detection", "segmentation"] | None = None  # null = from the data's layout
     name: str = "run"
     seed: int = 0
     device: Literal["cpu", "cuda"] = "cpu"
@@ -178,23 +192,32 @@ class RunConfig(_Section):
     segmentation: SegmentationConfig = SegmentationConfig()
 
     @model_validator(mode="after")
-    def _budget_is_for_detection(self) -> "RunConfig":
-        if self.train.time_budget_minutes is not None and self.task != "detection":
-            raise ValueError(f"train.time_budget_minutes is a detection option; task is {self.task}")
+    def _check(self) -> "RunConfig":
         seg_losses = {"bce", "weighted_bce", "bce_dice", "focal"}
-        if (self.task == "segmentation") != (self.loss.name in seg_losses):
+        if self.task is not None and self.loss.name is not None and \
+                (self.task == "segmentation") != (self.loss.name in seg_losses):
             expected = sorted(seg_losses) if self.task == "segmentation" else ["ce", "softmax_focal", "weighted_ce"]
             raise ValueError(f"loss.name {self.loss.name!r} does not fit task {self.task}; expected one of {expected}")
-        if self.task == "segmentation":
-            seg = self.segmentation
-            for key in ("threshold", "min_area", "gate_threshold"):
-                if len(getattr(seg, key)) != 4:
-                    raise ValueError(f"segmentation.{key} needs one value per class (4), got {list(getattr(seg, key))}")
-            if self.loss.pos_weight is not None and len(self.loss.pos_weight) != 4:
-                raise ValueError(f"loss.pos_weight needs one value per class (4), got {list(self.loss.pos_weight)}")
-            if any(c <= 0 or c % 32 for c in seg.crop):
-                raise ValueError(f"segmentation.crop sides must be positive multiples of 32, got {list(seg.crop)}")
+        crop = self.segmentation.crop
+        if crop is not None and any(c <= 0 or c % 32 for c in crop):
+            raise ValueError(f"segmentation.crop sides must be positive multiples of 32, got {list(crop)}")
         return self
+
+
+def per_class(values: tuple, n_classes: int, key: str) -> tuple:
+    """A per-class option: one value for every class, or exactly one per class."""
+    if len(values) == 1:
+        return tuple(values) * n_classes
+    if len(values) != n_classes:
+        raise ConfigError(f"{key} needs one value per class ({n_classes}) or one for all, got {list(values)}")
+    return tuple(values)
+
+
+def require_data_root(cfg: RunConfig) -> Path:
+    if not cfg.data.root:
+        raise ConfigError("data.root is not set: expected the data set folder in the recipe (data: {root: PATH}) "
+                          "or on the command line (--data PATH)")
+    return Path(cfg.data.root)
 
 
 def _valid_keys(model: type[BaseModel], loc: tuple) -> list[str]:
@@ -228,7 +251,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise SteelscanError(f"--set {dotted}: '{part}' is a value, not a section")
+            raise ConfigError(f"--set {dotted}: '{part}' is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -239,7 +262,7 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise SteelscanError(f"--set expects key=value, got {item!r}")
+            raise ConfigError(f"--set expects key=value, got {item!r}")
         out.append((key.strip(), yaml.safe_load(raw) if raw.strip() else None))
     return out
 
@@ -247,13 +270,13 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
 def read_yaml_mapping(path: Path, what: str) -> dict:
     """A YAML file that must hold a mapping (recipes, rules, coil manifests); errors name the file."""
     if not path.is_file():
-        raise SteelscanError(f"{what} file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise SteelscanError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"{what} {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(tree, dict):
-        raise SteelscanError(f"{what} {path} must be a mapping, got {type(tree).__name__}")
+        raise ConfigError(f"{what} {path} must be a mapping, got {type(tree).__name__}")
     return tree
 
 
@@ -276,7 +299,7 @@ def config_from_dict(tree: dict, overrides: list[str] = (), source: str = "(dict
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise SteelscanError(_format_error(exc, source)) from None
+        raise ConfigError(_format_error(exc, source)) from None
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -16,15 +16,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from steelscan.plots import to_bgr  # noqa: E402
+
 # BGR, one per NEU class; truth boxes are drawn in white.
 PALETTE = [(0, 0, 255), (0, 165, 255), (0, 200, 0), (255, 128, 0), (255, 0, 200), (0, 220, 220)]
 
 
 def draw_detections(image: np.ndarray, det: dict, class_names: Sequence[str], score_threshold: float = 0.0,
                     truth: dict | None = None, scale: int = 2) -> np.ndarray:
-    """A BGR uint8 picture of a grey uint8 [H, W] image, `scale` times larger so labels stay legible:
+    """A BGR uint8 picture of a uint8 [H, W] (grey) or [H, W, 3] (RGB) image, `scale` times larger so labels stay legible:
     truth boxes thin white, detections >= score_threshold coloured by class with 'class score'."""
-    canvas = cv2.cvtColor(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2BGR)
+    canvas = to_bgr(cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST))
     if truth is not None:
         for b in np.asarray(truth["boxes"]).reshape(-1, 4):
             x1, y1, x2, y2 = (int(round(v * scale)) for v in b)

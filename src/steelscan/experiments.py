@@ -44,7 +44,7 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[dict[s
 
 def run_experiment(path: str | Path, out: str | Path, overrides: list[str] = (), log=print) -> dict:
     """Train every variant, then tabulate per-class recall, accuracy and macro-F1 from their metrics."""
-    from steelscan.train import fit
+    from steelscan.engine.fit import fit
 
     configs, path = load_experiment(path, overrides)
     out = Path(out)
@@ -94,17 +94,18 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
     ("val_tuned"); and, if given, on a test folder (Kaggle layout, every image) with the val-tuned values
     ("test"). Short CPU runs leave probabilities low, so fixed thresholds can hide what a loss learned."""
     from steelscan.config import load_config
-    from steelscan.data.segmentation import load_samples, load_segmentation_split
-    from steelscan.evaluate_segmentation import evaluate_segmentation_model, predict_probabilities
+    from steelscan.tasks.segmentation.data import load_split_samples
+    from steelscan.deploy.predictors import SegmenterPredictor
+    from steelscan.evaluate_segmentation import evaluate_segmentation_model
     from steelscan.postprocess import PostProcess
     from steelscan.runs import load_checkpoint
-    from steelscan.train import fit
+    from steelscan.engine.fit import fit
     from steelscan.tune import tune_postprocess
 
     configs = {name: load_config(config, [*overrides, *sets]) for name, sets in LOSS_STUDY.items()}
     if any(c.task != "segmentation" for c in configs.values()):
         raise SteelscanError(f"the loss study needs a segmentation config (task: segmentation), got {config}")
-    test_samples = load_samples(test) if test is not None else []
+    test_samples = load_split_samples([test], "all") if test is not None else []
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows, val_samples = [], None
@@ -116,10 +117,12 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
         net, meta = load_checkpoint(run)
         if val_samples is None:
             roots = [cfg.data.root, *([cfg.data.extra_root] if cfg.data.extra_root else [])]
-            val_samples = load_segmentation_split(roots, cfg.data.val_remainders).val
-        probs, presence = predict_probabilities(net, [s.image for s in val_samples], meta["mean"], meta["std"])
-        tuned, report = tune_postprocess(probs, presence, np.stack([s.mask for s in val_samples]),
-                                         PostProcess.from_dict(meta["postprocess"]), n_folds=min(5, len(val_samples)))
+            val_samples = load_split_samples(roots, "val", val_remainders=cfg.data.val_remainders)
+        base = PostProcess.from_dict(meta.postprocess)
+        found = SegmenterPredictor.from_module(net, meta, tta=False, probs_dtype=np.float16).predict(
+            [s.image for s in val_samples], masks=False)
+        tuned, report = tune_postprocess(found.probabilities, found.presence, np.stack([s.mask for s in val_samples]),
+                                         base, n_folds=min(5, len(val_samples)))
         names = list(row["val"]["per_class_dice"])
         row["val_tuned"] = {"dice_kaggle": report["dice_cv"], "n_images": report["n_images"],
                             "per_class_dice": {c: r["dice_cv"] for c, r in zip(names, report["per_class"])},
@@ -127,7 +130,7 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
                             "all_empty_per_class_dice": row["val"]["all_empty_per_class_dice"],
                             "threshold": list(tuned.threshold), "min_area": list(tuned.min_area)}
         if test_samples:
-            row["test"] = evaluate_segmentation_model(net, {**meta, "postprocess": tuned.as_dict()},
+            row["test"] = evaluate_segmentation_model(net, meta.model_copy(update={"postprocess": tuned.as_dict()}),
                                                       [s.image for s in test_samples], [s.mask for s in test_samples])
         rows.append(row)
     result = {"config": str(config), "overrides": list(overrides), "test": str(test) if test else None, "rows": rows}

@@ -5,11 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import cv2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """A grey [H, W] or RGB [H, W, 3] uint8 image as BGR for OpenCV drawing."""
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR if image.ndim == 2 else cv2.COLOR_RGB2BGR)
+
+
+# BGR; the first four are the Severstal classes' colours of earlier reports. Beyond the table: hue by golden ratio.
+_COLOURS = ((60, 60, 255), (60, 200, 60), (255, 140, 40), (40, 220, 255), (200, 60, 200), (200, 200, 40),
+            (40, 120, 200), (140, 40, 255), (120, 255, 160), (255, 80, 160))
+
+
+def class_colour(k: int) -> tuple[int, int, int]:
+    """A stable BGR colour for class index k, the same in every plot, report and overlay."""
+    if k < len(_COLOURS):
+        return _COLOURS[k]
+    hue = int((k * 0.618033988749895 % 1.0) * 179)
+    b, g, r = cv2.cvtColor(np.uint8([[[hue, 200, 230]]]), cv2.COLOR_HSV2BGR)[0, 0]
+    return int(b), int(g), int(r)
 
 
 def plot_curves(history: list[dict], out: Path) -> None:

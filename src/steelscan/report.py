@@ -26,13 +26,12 @@ from matplotlib.figure import Figure  # not pyplot: no global figure state, noth
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
-from steelscan.segmentation_plots import CLASS_COLOURS
+from steelscan.plots import class_colour
 
 log = logging.getLogger(__name__)
 
 MAX_TABLE_ROWS = 500
 # BGR; classes past the four Severstal ones (or not in class_names) take these in order of appearance
-_EXTRA_COLOURS = ((180, 80, 200), (120, 120, 120), (40, 120, 160), (200, 200, 60), (140, 60, 20))
 _DEFECT_KEYS = ("id", "class", "confidence", "along_m", "across_mm", "length_mm", "width_mm", "area_mm2", "frame",
                 "bbox", "coil_bbox_px", "area_px", "frames")
 _BOX_KEYS = ("bbox", "coil_bbox_px")
@@ -85,9 +84,8 @@ def _classes(defects: list[dict], periodic: list[dict], class_names: Sequence[st
 
 
 def _colours(names: list[str], class_names: Sequence[str]) -> dict[str, tuple[int, int, int]]:
-    """`names` starts with `class_names`: those share segmentation_plots' colours, so overlays and reports agree."""
-    k = min(len(class_names), len(CLASS_COLOURS))
-    return {c: CLASS_COLOURS[i] if i < k else _EXTRA_COLOURS[(i - k) % len(_EXTRA_COLOURS)] for i, c in enumerate(names)}
+    """A stable colour per class (`plots.class_colour` of its index), so overlays and reports agree."""
+    return {c: class_colour(i) for i, c in enumerate(names)}
 
 
 def _rgb(bgr: tuple[int, int, int]) -> tuple[float, float, float]:

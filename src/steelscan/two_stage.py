@@ -1,8 +1,9 @@
 """The 2-stage pipeline of Wang 2021: a binary gate decides defect / no defect, and only the images it passes
 (P(defect) >= threshold; the paper uses 0.3) go on to the detector.
 
-Images are grey uint8 [H, W] (any size: the gate resizes to its own square input, the detector resizes
-itself). Detections are `steelscan.evaluate_detection.detect_images` dicts; a skipped image gets empty ones.
+Images are uint8 grey [H, W] or RGB [H, W, 3] (any size: the gate resizes to its own input, the detector
+resizes itself). The gate is a `ClassifierPredictor` (or any callable images -> P(defect)), the detector a
+`DetectorPredictor` (`steelscan.deploy`); detections are its dicts; a skipped image gets empty ones.
 `evaluate_two_stage` says whether the gate earns its place: time per image with and without it (both paths
 measured on the same images), the share skipped, and the recall / mAP@0.5 lost with it.
 """
@@ -18,16 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from steelscan.data.detection import DetSample, load_clean_images, load_detection_split
+from steelscan.tasks.detection.data import DetSample, load_split_samples
 from steelscan.data.severstal import SeverstalDataset, mask_to_boxes, split_tiles
 from steelscan.core.errors import SteelscanError
-from steelscan.evaluate_detection import detect_images
+from steelscan.core.meta import ModelMeta
+from steelscan.deploy.predictors import ClassifierPredictor, DetectorPredictor
 from steelscan.metrics import box_iou, evaluate_detection, to_jsonable
 
 DEFAULT_GATE_THRESHOLD = 0.3  # Wang 2021; also config two_stage.gate_threshold's default
-Gate = nn.Module | Callable[[Sequence[np.ndarray]], np.ndarray]
+Gate = ClassifierPredictor | Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
 def _empty() -> dict[str, np.ndarray]:
@@ -47,16 +48,17 @@ def check_threshold(threshold: float) -> float:
 
 def _check_images(images: Sequence[np.ndarray]) -> None:
     for i, im in enumerate(images):
-        if not isinstance(im, np.ndarray) or im.ndim != 2 or im.dtype != np.uint8:
+        ok = isinstance(im, np.ndarray) and im.dtype == np.uint8 and (im.ndim == 2 or (im.ndim == 3 and im.shape[2] == 3))
+        if not ok:
             got = f"{getattr(im, 'shape', None)} {getattr(im, 'dtype', type(im).__name__)}"
-            raise SteelscanError(f"image {i}: expected a grey uint8 [H, W] array, got {got}")
+            raise SteelscanError(f"image {i}: expected a uint8 grey [H, W] or RGB [H, W, 3] array, got {got}")
 
 
-def defect_column(meta: dict[str, Any]) -> tuple[int, bool]:
+def defect_column(meta: ModelMeta) -> tuple[int, bool]:
     """Which probability column is P(defect): ("defect" column, False) or ("clean" column, True = 1 - it)."""
-    if meta.get("task", "classification") != "classification":
-        raise SteelscanError(f"the gate must be a classifier, got a {meta.get('task')} model")
-    names = [str(n).lower() for n in meta.get("class_names", [])]
+    if meta.task != "classification":
+        raise SteelscanError(f"the gate must be a classifier, got a {meta.task} model")
+    names = [str(n).lower() for n in meta.class_names]
     if "defect" in names:
         return names.index("defect"), False
     if "clean" in names:
@@ -65,23 +67,18 @@ def defect_column(meta: dict[str, Any]) -> tuple[int, bool]:
                          "train one with data.binary: true")
 
 
-def gate_probabilities(gate: Gate, meta: dict[str, Any] | None, images: Sequence[np.ndarray],
-                       batch_size: int = 64) -> np.ndarray:
-    """P(defect) float64 [N]. `gate`: a classifier checkpoint's model (with its meta) or any callable
+def gate_probabilities(gate: Gate, images: Sequence[np.ndarray]) -> np.ndarray:
+    """P(defect) float64 [N]. `gate`: a classifier's predictor (a binary clean/defect model) or any callable
     images -> P(defect) [N] (a classical model, a stub)."""
     _check_images(images)
-    if isinstance(gate, nn.Module):
-        from steelscan.predict import classify_batch
-
-        if meta is None:
-            raise SteelscanError("a gate model needs its checkpoint meta (class names, input size, normalisation)")
-        col, complement = defect_column(meta)
-        p = classify_batch(gate, meta, images, batch_size)[:, col].astype(np.float64)
+    if isinstance(gate, ClassifierPredictor):
+        col, complement = defect_column(gate.meta)
+        p = gate.predict(images)[:, col].astype(np.float64)
         p = 1.0 - p if complement else p
     elif callable(gate):
         p = np.asarray(gate(images), dtype=np.float64).reshape(-1)
     else:
-        raise SteelscanError(f"gate: expected a classifier model or a callable, got {type(gate).__name__}")
+        raise SteelscanError(f"gate: expected a classifier predictor or a callable, got {type(gate).__name__}")
     if p.shape != (len(images),) or not np.all((p >= 0) & (p <= 1)):
         raise SteelscanError(f"gate: expected {len(images)} probabilities in [0, 1], got shape {p.shape}")
     return p
@@ -98,21 +95,27 @@ class TwoStageResult:
     timing: dict[str, float] = field(default_factory=dict)
 
 
-def two_stage_detect(
-    gate: Gate, gate_meta: dict[str, Any] | None, detector: nn.Module, det_meta: dict[str, Any] | None,
-    images: Sequence[np.ndarray], threshold: float = DEFAULT_GATE_THRESHOLD, batch_size: int = 8,
-    score_threshold: float = 0.0, device: str | torch.device = "cpu",
-) -> TwoStageResult:
-    """Gate every image; run the detector on those with P(defect) >= threshold only."""
+def _check_detector(detector: Any) -> DetectorPredictor:
+    if not isinstance(detector, DetectorPredictor):
+        task = getattr(getattr(detector, "meta", None), "task", type(detector).__name__)
+        raise SteelscanError(f"the second stage must be a detector, got {task}")
+    return detector
+
+
+def two_stage_detect(gate: Gate, detector: DetectorPredictor, images: Sequence[np.ndarray],
+                     threshold: float = DEFAULT_GATE_THRESHOLD, score_threshold: float | None = None) -> TwoStageResult:
+    """Gate every image; run the detector on those with P(defect) >= threshold only. `score_threshold`:
+    detections kept (default: the detector's own)."""
     threshold = check_threshold(threshold)
-    if det_meta is not None and det_meta.get("task") != "detection":
-        raise SteelscanError(f"the second stage must be a detector, got a {det_meta.get('task')} model")
+    detector = _check_detector(detector)
+    if score_threshold is not None:
+        detector = detector.replace(score_threshold=float(score_threshold))
     t0 = time.perf_counter()
-    p = gate_probabilities(gate, gate_meta, images)
+    p = gate_probabilities(gate, images)
     t1 = time.perf_counter()
     passed = p >= threshold
     idx = np.flatnonzero(passed)
-    found = detect_images(detector, [images[i] for i in idx], batch_size, score_threshold, device) if len(idx) else []
+    found = detector.predict([images[i] for i in idx]) if len(idx) else []
     t2 = time.perf_counter()
     detections = [_empty() for _ in images]
     for i, d in zip(idx, found):
@@ -150,38 +153,40 @@ def _detection_scores(preds, truths, num_classes: int, score_threshold: float) -
 
 
 def evaluate_two_stage(
-    gate: Gate, gate_meta: dict[str, Any] | None, detector: nn.Module, det_meta: dict[str, Any] | None,
-    samples: Sequence[DetSample], threshold: float = DEFAULT_GATE_THRESHOLD, *, score_threshold: float | None = None,
-    batch_size: int = 8, repeats: int = 1, class_names: Sequence[str] | None = None, device: str = "cpu",
+    gate: Gate, detector: DetectorPredictor, samples: Sequence[DetSample], threshold: float = DEFAULT_GATE_THRESHOLD,
+    *, score_threshold: float | None = None, batch_size: int = 8, repeats: int = 1,
+    class_names: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the detector alone and gate + detector over the same labelled mix (a sample with no boxes is clean).
 
     Timing: the best of `repeats` runs per path, after one warm-up image. Recall: truth boxes found at the
-    detector's shown score (`score_threshold`, default its meta's) at IoU 0.5; mAP@0.5 uses every detection.
+    detector's shown score (`score_threshold`, default its own) at IoU 0.5; mAP@0.5 uses every detection.
     """
     threshold = check_threshold(threshold)
+    detector = _check_detector(detector)
     if not samples:
         raise SteelscanError("evaluate_two_stage: expected at least one labelled image, got none")
     if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
         raise SteelscanError(f"repeats: expected a positive integer, got {repeats!r}")
-    meta = det_meta or {}
-    score_threshold = float(meta.get("score_threshold", 0.3) if score_threshold is None else score_threshold)
-    names = list(class_names if class_names is not None else meta.get("class_names", []))
+    score_threshold = float(detector.score_threshold if score_threshold is None else score_threshold)
+    det_names = list(detector.class_names)
+    names = list(class_names if class_names is not None else det_names)
     images, truths = [s.image for s in samples], [s.truth for s in samples]
+    every = detector.replace(score_threshold=0.0, batch_size=batch_size)  # mAP needs every detection
 
-    gate_probabilities(gate, gate_meta, images[:1])  # warm-up: first calls allocate
-    detect_images(detector, images[:1], 1, 0.0, device)
+    gate_probabilities(gate, images[:1])  # warm-up: first calls allocate
+    every.predict(images[:1])
     plain_ms, gated = math.inf, None
     for _ in range(repeats):
         t0 = time.perf_counter()
-        plain = detect_images(detector, images, batch_size, 0.0, device)
+        plain = every.predict(images)
         plain_ms = min(plain_ms, 1000 * (time.perf_counter() - t0))
-        run = two_stage_detect(gate, gate_meta, detector, det_meta, images, threshold, batch_size, 0.0, device)
+        run = two_stage_detect(gate, every, images, threshold)
         gated = run if gated is None or run.timing["total_ms"] < gated.timing["total_ms"] else gated
 
     # Labels index `names`; a detector of other classes (NEU on Severstal tiles) still needs every label counted.
     labels = [d["labels"] for d in [*truths, *plain] if len(d["labels"])]
-    n_cls = max([len(names), len(meta.get("class_names", [])), 1] + [int(np.max(x)) + 1 for x in labels])
+    n_cls = max([len(names), len(det_names), 1] + [int(np.max(x)) + 1 for x in labels])
     n = len(samples)
     defective = np.array([len(t["boxes"]) > 0 for t in truths])
     passed = gated.passed
@@ -254,16 +259,15 @@ def labelled_mix(defective: str | Path, clean: str | Path | None = None, split: 
     if split not in ("val", "all"):
         raise SteelscanError(f"split: expected val or all, got {split!r}")
     if split == "all":
-        s = load_detection_split(defective)
-        return s.train + s.val + (load_clean_images(clean) if clean is not None else [])
-    return load_detection_split(defective, clean_root=clean).val
+        return load_split_samples(defective, "all", clean_root=clean)
+    return load_split_samples(defective, "val", clean_root=clean)
 
 
-def gate_settings(det_meta: dict[str, Any], gate: str | None = None, threshold: float | None = None,
+def gate_settings(det_meta: ModelMeta, gate: str | None = None, threshold: float | None = None,
                   no_gate: bool = False) -> tuple[str | None, float]:
     """(gate reference or None, threshold): the command line first, then the detector's checkpoint meta
     (config two_stage, saved at training), then the default 0.3."""
-    saved = det_meta.get("two_stage") or {}
+    saved = det_meta.two_stage or {}
     ref = None if no_gate else (gate or saved.get("gate"))
     t = threshold if threshold is not None else saved.get("gate_threshold", DEFAULT_GATE_THRESHOLD)
     return ref, check_threshold(t)

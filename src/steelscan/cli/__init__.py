@@ -15,13 +15,28 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from steelscan import __version__
+
+        typer.echo(f"steelscan {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Steel strip surface defects: data, training, inspection and grading."""
+
+
 def _register() -> None:
     # Imported here so that `steelscan --help` stays cheap for modules that import torch lazily.
     from steelscan.cli import (
-        classify, detect, evaluate, export, grade, inspect, models, segment, serve, stats, synth, train, tune,
+        classify, convert, detect, evaluate, export, grade, inspect, models, segment, serve, stats, synth, train, tune,
     )
 
     app.command("stats")(stats.command)
+    app.command("convert")(convert.command)
     app.command("synth")(synth.command)
     app.command("train")(train.command)
     app.command("evaluate")(evaluate.command)
@@ -43,13 +58,16 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: expected errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: a user's mistake (SteelscanError) is one line on stderr and exit code 2; anything else is a
+    bug and shows its traceback. OSErrors on user-given paths are SteelscanErrors at their source."""
+    from steelscan.core.errors import SteelscanError
+
     _register()
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
         return int(exc.code or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+    except SteelscanError as exc:
         typer.echo(f"steelscan: error: {exc}", err=True)
         return 2
     return 0

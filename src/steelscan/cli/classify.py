@@ -15,7 +15,7 @@ from steelscan.cli._common import setup_logging
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images"),
-    model: str = typer.Option("neu-cls", "--model", "-m", help="Run folder, checkpoint file or built-in name"),
+    model: str = typer.Option("neu-cls", "--model", "-m", help="Run folder, checkpoint file, built-in name or exported .onnx artifact"),
     csv_out: Path = typer.Option(None, "--csv", help="Write path,class,probability rows here"),
     json_out: Path = typer.Option(None, "--json", help="Write the predictions as JSON here"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was evaluated)"),
@@ -25,17 +25,16 @@ def command(
 
     Unreadable files and images of the wrong size are skipped with a logged warning; the rest are classified.
     """
-    from steelscan.predict import classify_batch, collect_images, read_images
-    from steelscan.runs import load_checkpoint
+    from steelscan.deploy.inputs import collect_images, min_side_of, read_images
+    from steelscan.deploy.predictors import load_predictor
 
     setup_logging()
     files = collect_images(inputs)  # cheap checks first: a typo in a path should not wait for a model
-    net, meta = load_checkpoint(model)
-    if meta.get("task") != "classification":
-        raise ValueError(f"classify needs a classification model, got a {meta.get('task')} model from {model}")
-    paths, images, skipped = read_images(files, shape=None)
-    probs = classify_batch(net, meta, images, batch_size, tta)
-    names = meta["class_names"]
+    predictor = load_predictor(model, task="classification", tta=tta, batch_size=batch_size)
+    meta = predictor.meta
+    paths, images, skipped = read_images(files, channels=meta.in_chans, min_side=min_side_of(meta))  # 1x1: skipped
+    probs = predictor.predict(images)
+    names = meta.class_names
     rows = [{"path": str(p), "class": names[int(pr.argmax())], "probability": float(pr.max())} for p, pr in zip(paths, probs)]
     table = Table("image", "class", "probability")
     for r in rows:

@@ -10,11 +10,12 @@ from rich.console import Console
 from rich.table import Table
 
 from steelscan.cli._common import setup_logging
+from steelscan.core.errors import ConfigError
 
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images"),
-    model: str = typer.Option(..., "--model", "-m", help="Run folder or checkpoint of a detector"),
+    model: str = typer.Option(..., "--model", "-m", help="Run folder, checkpoint or built-in name of a detector"),
     score: float = typer.Option(None, "--score", min=0.0, max=1.0,
                                 help="Keep detections scoring at least this (default: the model's own, e.g. 0.3)"),
     draw: Path = typer.Option(None, "--draw", help="Write each image with its boxes drawn here (PNG)"),
@@ -33,32 +34,30 @@ def command(
     """
     import cv2
 
+    from steelscan.deploy.inputs import collect_images, min_side_of, read_images
+    from steelscan.deploy.predictors import load_predictor
     from steelscan.detection_plots import draw_detections
-    from steelscan.evaluate_detection import detect_images
-    from steelscan.predict import collect_images, read_images
-    from steelscan.runs import load_checkpoint
     from steelscan.two_stage import defect_column, gate_settings, two_stage_detect
 
     setup_logging()
     files = collect_images(inputs)  # cheap checks first: a typo in a path should not wait for a model
     if draw is not None and draw.exists() and not draw.is_dir():
-        raise ValueError(f"--draw expects a folder, got the file {draw}")
-    net, meta = load_checkpoint(model)
-    if meta.get("task") != "detection":
-        raise ValueError(f"detect needs a detection model, got a {meta.get('task')} model from {model}")
-    threshold = float(meta.get("score_threshold", 0.3)) if score is None else score
-    names = meta["class_names"]
+        raise ConfigError(f"--draw expects a folder, got the file {draw}")
+    detector = load_predictor(model, task="detection", score_threshold=score, batch_size=batch_size)
+    meta = detector.meta
+    threshold = detector.score_threshold
+    names = meta.class_names
     gate_ref, gate_t = gate_settings(meta, gate, gate_threshold, no_gate)
-    gate_net, gate_meta = load_checkpoint(gate_ref) if gate_ref else (None, None)
-    if gate_meta is not None:
-        defect_column(gate_meta)  # a gate without a clean/defect class fails before any image is read
-    paths, images, skipped = read_images(files, shape=None)
-    if gate_net is not None:
-        staged = two_stage_detect(gate_net, gate_meta, net, meta, images, gate_t, batch_size, threshold)
+    gate_model = load_predictor(gate_ref) if gate_ref else None
+    if gate_model is not None:
+        defect_column(gate_model.meta)  # a gate without a clean/defect class fails before any image is read
+    paths, images, skipped = read_images(files, channels=meta.in_chans, min_side=min_side_of(meta))  # 1x1: skipped
+    if gate_model is not None:
+        staged = two_stage_detect(gate_model, detector, images, gate_t)
         dets, p_defect = staged.detections, staged.p_defect
     else:
-        dets, p_defect = detect_images(net, images, batch_size, threshold), [None] * len(images)
-    title = f"detections >= {threshold:g}" + (f", gate P(defect) >= {gate_t:g}" if gate_net is not None else "")
+        dets, p_defect = detector.predict(images), [None] * len(images)
+    title = f"detections >= {threshold:g}" + (f", gate P(defect) >= {gate_t:g}" if gate_model is not None else "")
     table = Table("image", "class", "score", "x1", "y1", "x2", "y2", title=title)
     records = []
     for path, d, p in zip(paths, dets, p_defect):
@@ -85,5 +84,5 @@ def command(
     if json_out:
         Path(json_out).write_text(json.dumps({
             "model": str(model), "score_threshold": threshold,
-            "gate": str(gate_ref) if gate_net is not None else None, "gate_threshold": gate_t, "predictions": records,
+            "gate": str(gate_ref) if gate_model is not None else None, "gate_threshold": gate_t, "predictions": records,
             "skipped": [{"path": str(p), "reason": why} for p, why in skipped]}, indent=2))

@@ -17,8 +17,8 @@ DEFAULT_MODEL = "severstal"
 def resolve_artifact(model: str, out: Path, frame_shape: tuple[int, int] | None = None) -> Path:
     """An .onnx artifact as given, else export the checkpoint (run folder, .pt, built-in) into OUT once, with
     the whole frame as its tile where the model takes it (see `whole_frame_tile`)."""
-    from steelscan.cli.export import export_artifact
-    from steelscan.inspection.tiles import whole_frame_tile
+    from steelscan.deploy.export import export_artifact
+    from steelscan.deploy.tiles import whole_frame_tile
 
     if model.endswith(".onnx"):
         return Path(model)
@@ -26,7 +26,7 @@ def resolve_artifact(model: str, out: Path, frame_shape: tuple[int, int] | None 
     suffix = f"_{tile[0]}x{tile[1]}" if tile else ""
     target = out / f"{Path(model).name.removesuffix('.pt')}{suffix}.onnx"
     if not target.is_file():
-        export_artifact(model, target, tile)
+        export_artifact(model, target, "onnx", tile)
     return target
 
 
@@ -55,7 +55,7 @@ def command(
         finish_coil, folder_frames, inspect_frames, open_coil, read_frame, write_results,
     )
     from steelscan.report import write_report
-    from steelscan.runtime import SegmenterRuntime
+    from steelscan.deploy.predictors import load_predictor
     from steelscan.store import Store
 
     setup_logging()
@@ -65,20 +65,21 @@ def command(
                  "frame_overlap_px": overlap, "surface_side": side}
     coil, paths = open_coil(coil_dir, manifest, overrides, coil_id)
     out.mkdir(parents=True, exist_ok=True)
-    runtime = SegmenterRuntime(resolve_artifact(model, out, coil.frame_shape))
+    predictor = load_predictor(resolve_artifact(model, out, coil.frame_shape), backend="onnx", task="segmentation",
+                               gate=gate, batch_size=batch)
     store = Store(db or str(out / "records.db"))
     con = Console()
     with Progress(TextColumn("[bold]inspecting[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=con, transient=False) as bar:
         task = bar.add_task(coil.coil_id, total=coil.n_frames, info="")
-        stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), runtime, store, gate, batch,
+        stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), predictor, store,
                                on_frame=lambda k, s: bar.update(task, completed=s["committed"],
                                                                 info=f"{s['ms']:.0f} ms/frame"))
     doc = finish_coil(coil, store, rule_set)
     store.close()
     results = write_results(doc, out)
     report = write_report(out / "report", doc["coil"], doc["defects"], doc["periodic"], doc["grade"],
-                          lambda k: read_frame(paths[k], coil.frame_shape), runtime.meta["class_names"])
+                          lambda k: read_frame(paths[k], coil.frame_shape), predictor.class_names)
     print_summary(con, doc, stats, results, report, time.perf_counter() - t0)
 
 

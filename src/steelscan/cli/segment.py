@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from steelscan.cli._common import setup_logging
+from steelscan.core.errors import ConfigError, ModelFileError
 
 
 def write_submission(path: Path, rows: list[tuple[str, list]]) -> None:
@@ -28,8 +29,8 @@ def write_submission(path: Path, rows: list[tuple[str, list]]) -> None:
 
 def command(
     inputs: list[Path] = typer.Argument(..., help="Image files and/or folders of images (e.g. train_images/)"),
-    model: list[str] = typer.Option(..., "--model", "-m", help="Run folder, checkpoint or built-in name (e.g. "
-                                    "severstal); repeat it to mean-average an ensemble (the first model's "
+    model: list[str] = typer.Option(..., "--model", "-m", help="Run folder, checkpoint, built-in name (e.g. "
+                                    "severstal) or .onnx artifact; repeat it to mean-average an ensemble (the first model's "
                                     "post-processing applies)"),
     out: Path = typer.Option(Path("out/segment"), "--out", help="Folder for masks/ and overlays/ (PNG)"),
     submission: Path = typer.Option(None, "--submission", help="Also write Kaggle's submission CSV here"),
@@ -38,48 +39,56 @@ def command(
     """Segment strips with the model's saved (tuned) post-processing.
 
     Writes masks/<name>.png (one byte per pixel, bit k set where class k+1 is present, so overlapping classes
-    survive) and overlays/<name>.png, and prints each image's defect area per class in pixels.
+    survive; 16-bit for 9-16 classes, one PNG per class beyond) and overlays/<name>.png, and prints each image's defect area per class in pixels.
     """
     import cv2
     import numpy as np
 
-    from steelscan.evaluate_segmentation import segment_images
-    from steelscan.predict import collect_images, read_images
-    from steelscan.runs import load_checkpoint
+    from steelscan.deploy.inputs import collect_images, min_side_of, read_images
+    from steelscan.deploy.predictors import group_by_shape, load_predictor
+    from steelscan.postprocess import ensemble_mean
     from steelscan.segmentation_plots import overlay
 
     setup_logging()
     files = collect_images(inputs)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out expects a folder, got the file {out}")
+        raise ConfigError(f"--out expects a folder, got the file {out}")
     if submission is not None and submission.is_dir():
-        raise ValueError(f"--submission expects a CSV file path, got the folder {submission}")
-    members = [load_checkpoint(m) for m in model]
-    for name, (_, mt) in zip(model, members):
-        if mt.get("task") != "segmentation":
-            raise ValueError(f"segment needs segmentation models, got a {mt.get('task')} model from {name}")
-        if mt["class_names"] != members[0][1]["class_names"]:
-            raise ValueError(f"ensemble members must share class names: {model[0]} has {members[0][1]['class_names']}, "
-                             f"{name} has {mt['class_names']}")
-    (net, meta), ensemble = members[0], members[1:]
-    paths, images, skipped = read_images(files, shape=None)
-    by_shape: dict[tuple, list[int]] = {}
-    for i, im in enumerate(images):  # batches need one size; strips from one camera share it
-        by_shape.setdefault(im.shape, []).append(i)
+        raise ConfigError(f"--submission expects a CSV file path, got the folder {submission}")
+    first = load_predictor(model[0], task="segmentation", batch_size=batch_size)
+    ensemble = [load_predictor(m, task="segmentation", batch_size=batch_size, tta=first.tta) for m in model[1:]]
+    for name, member in zip(model[1:], ensemble):
+        if member.class_names != first.class_names:
+            raise ModelFileError(f"ensemble members must share class names: {model[0]} has {list(first.class_names)}, "
+                                 f"{name} has {list(member.class_names)}")
+    meta = first.meta
+    paths, images, skipped = read_images(files, channels=meta.in_chans, min_side=min_side_of(meta))  # 1x1: skipped
     masks: list = [None] * len(images)
-    for idx in by_shape.values():
-        for i, m in zip(idx, segment_images(net, meta, [images[i] for i in idx], batch_size, ensemble=ensemble)[0]):
+    for idx in group_by_shape(images).values():  # batches need one size; strips from one camera share it
+        group = [images[i] for i in idx]
+        if ensemble:
+            runs = [m.predict(group, masks=False) for m in [first, *ensemble]]
+            found = first.binarize(ensemble_mean([r.probabilities for r in runs]),
+                                   ensemble_mean([r.presence for r in runs]))
+        else:
+            found = first.predict(group).masks
+        for i, m in zip(idx, found):
             masks[i] = m
     (out / "masks").mkdir(parents=True, exist_ok=True)
     (out / "overlays").mkdir(parents=True, exist_ok=True)
-    names = meta["class_names"]
+    names = meta.class_names
     title = " + ".join(model) + (" (mean ensemble)" if ensemble else "")
     table = Table("image", *[f"class {n} px" for n in names], title=f"{title}: defect area per class")
     for path, image, m in zip(paths, images, masks):
-        bits = np.zeros(m.shape[1:], np.uint8)
-        for k in range(m.shape[0]):
-            bits |= (m[k] > 0).astype(np.uint8) << k
-        cv2.imwrite(str(out / "masks" / f"{path.stem}.png"), bits)
+        if m.shape[0] <= 16:  # one PNG, bit k = class k (8-bit up to 8 classes, else 16-bit)
+            dtype = np.uint8 if m.shape[0] <= 8 else np.uint16
+            bits = np.zeros(m.shape[1:], dtype)
+            for k in range(m.shape[0]):
+                bits |= (m[k] > 0).astype(dtype) << k
+            cv2.imwrite(str(out / "masks" / f"{path.stem}.png"), bits)
+        else:  # more classes than bits: one 0/255 PNG per class
+            for k, name in enumerate(names):
+                cv2.imwrite(str(out / "masks" / f"{path.stem}_{name}.png"), (m[k] > 0).astype(np.uint8) * 255)
         cv2.imwrite(str(out / "overlays" / f"{path.stem}.png"), overlay(image, m))
         table.add_row(path.name, *[str(int(m[k].sum())) for k in range(m.shape[0])])
     con = Console()

@@ -10,18 +10,18 @@ from rich.console import Console
 from rich.table import Table
 
 from steelscan.cli._common import setup_logging
+from steelscan.core.errors import ConfigError, DataError, ModelFileError
 
 
 def load_severstal_split(data: list[Path], split: str) -> list:
-    """Samples of Kaggle-layout folders, restricted to our crc32 split ("all" keeps every image)."""
-    from steelscan.data.segmentation import load_samples, severstal_split
+    """Samples of segmentation folders, restricted to one side of their split ("all" keeps every image)."""
+    from steelscan.tasks.segmentation.data import load_split_samples
 
-    if split not in ("all", "train", "val"):
-        raise ValueError(f"--split expects all, train or val, got {split!r}")
-    samples = [s for root in data for s in load_samples(root)]
-    samples = [s for s in samples if split == "all" or severstal_split(s.image_id) == split]
+    if split not in ("all", "train", "val", "test"):
+        raise ConfigError(f"--split expects all, train, val or test, got {split!r}")
+    samples = load_split_samples(list(data), split)
     if not samples:
-        raise ValueError(f"no Severstal images in {', '.join(map(str, data))} for --split {split}")
+        raise DataError(f"no images in {', '.join(map(str, data))} for --split {split}")
     return samples
 
 
@@ -43,32 +43,34 @@ def command(
 
     import numpy as np
 
-    from steelscan.evaluate_segmentation import predict_probabilities
+    from steelscan.deploy.predictors import SegmenterPredictor, default_postprocess
     from steelscan.postprocess import PostProcess
-    from steelscan.runs import BUILTIN_DIR, load_checkpoint, resolve_model_path, save_checkpoint
+    from steelscan.runs import BUILTIN_DIR, load_checkpoint, resolve_model, save_checkpoint
     from steelscan.tune import tune_postprocess
 
     setup_logging()
-    path = resolve_model_path(run)
+    path = resolve_model(run)
     if path.resolve().parent == BUILTIN_DIR.resolve():
-        raise ValueError(f"{run} is a built-in model; copy {path} to a folder of yours and tune the copy")
+        raise ModelFileError(f"{run} is a built-in model; copy {path} to a folder of yours and tune the copy")
     net, meta = load_checkpoint(path)
-    if meta.get("task") != "segmentation":
-        raise ValueError(f"tune needs a segmentation model, got a {meta.get('task')} model from {run}")
+    if meta.task != "segmentation":
+        raise ModelFileError(f"tune needs a segmentation model, got a {meta.task} model from {run}")
     samples = load_severstal_split(data, split)
-    base = PostProcess.from_dict(meta["postprocess"])
+    base = PostProcess.from_dict(meta.postprocess) if meta.postprocess else default_postprocess(meta.num_classes)
     changes = {k: v for k, v in (("gate", gate), ("min_component", min_component), ("tta", tta)) if v is not None}
     base = replace(base, **changes)
-    probs, presence = predict_probabilities(net, [s.image for s in samples], meta["mean"], meta["std"], base.tta)
+    predictor = SegmenterPredictor.from_module(net, meta, tta=base.tta, probs_dtype=np.float16)
+    found = predictor.predict([s.image for s in samples], masks=False)  # float16: the tuner holds them all
+    probs, presence = found.probabilities, found.presence
     truths = np.stack([s.mask for s in samples])
     tuned, report = tune_postprocess(probs, presence, truths, base, n_folds=folds)
     report["data"], report["split"] = [str(d) for d in data], split
     tuned = replace(tuned, tuned=report)
-    save_checkpoint(path, net, {**meta, "postprocess": tuned.as_dict()})
+    save_checkpoint(path, net, meta.model_copy(update={"postprocess": tuned.as_dict()}))
     (path.parent / "tune.json").write_text(json.dumps(report, indent=2))
     table = Table("class", "threshold", "min area", "gate thr.", "Dice before", "Dice CV", "values", "images with defect",
                   title=f"tuned on {len(samples)} images ({split}), gate {tuned.gate}, TTA {tuned.tta}")
-    for k, name in enumerate(meta["class_names"]):
+    for k, name in enumerate(meta.class_names):
         r = report["per_class"][k]
         table.add_row(name, f"{tuned.threshold[k]:.2f}", str(tuned.min_area[k]),
                       f"{tuned.gate_threshold[k]:.2f}" if tuned.gate == "hard" else "-",

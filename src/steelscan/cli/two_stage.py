@@ -49,9 +49,10 @@ def command(
     import torch
 
     from steelscan.data.classes import SEVERSTAL_CLASSES
-    from steelscan.data.detection import load_clean_images
+    from steelscan.tasks.detection.data import load_clean_images
     from steelscan.data.severstal import SeverstalDataset
-    from steelscan.runs import load_checkpoint, write_json
+    from steelscan.deploy.predictors import load_predictor
+    from steelscan.runs import write_json
     from steelscan.two_stage import defect_column, evaluate_two_stage, gate_settings, labelled_mix, severstal_tiles
 
     setup_logging()
@@ -60,24 +61,25 @@ def command(
                              f"{'both' if defective else 'neither'}")
     if threads:
         torch.set_num_threads(threads)
-    det, det_meta = load_checkpoint(detector)
-    if det_meta.get("task") != "detection":
-        raise SteelscanError(f"--detector needs a detection model, got a {det_meta.get('task')} model from {detector}")
+    det = load_predictor(detector)
+    det_meta = det.meta
+    if det_meta.task != "detection":
+        raise SteelscanError(f"--detector needs a detection model, got a {det_meta.task} model from {detector}")
     gate_ref, threshold = gate_settings(det_meta, gate, gate_threshold)
     if gate_ref is None:
         raise SteelscanError("no gate: pass --gate (a binary classifier) or train the detector with two_stage.gate set")
-    gate_net, gate_meta = load_checkpoint(gate_ref)
-    defect_column(gate_meta)
+    gate_model = load_predictor(gate_ref)
+    defect_column(gate_model.meta)
     if severstal is not None:
         samples = severstal_tiles(SeverstalDataset.from_root(severstal), limit=limit)
         samples += load_clean_images(clean) if clean is not None else []
         truth_names, source = list(SEVERSTAL_CLASSES), {"severstal": str(severstal), "tiles": "4 x 400x256"}
     else:
         samples = labelled_mix(defective, clean, split)
-        truth_names, source = list(det_meta["class_names"]), {"defective": str(defective), "split": split}
-    r = evaluate_two_stage(gate_net, gate_meta, det, det_meta, samples, threshold, batch_size=batch_size,
-                           repeats=repeats, class_names=truth_names)
-    classes_match = truth_names == list(det_meta["class_names"])
+        truth_names, source = list(det_meta.class_names), {"defective": str(defective), "split": split}
+    r = evaluate_two_stage(gate_model, det, samples, threshold, batch_size=batch_size, repeats=repeats,
+                           class_names=truth_names)
+    classes_match = truth_names == list(det_meta.class_names)
     r.update(detector=str(detector), gate_model=str(gate_ref), data={**source, "clean": str(clean) if clean else None},
              classes_match=classes_match)
 

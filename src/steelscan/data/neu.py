@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, NEU_IMAGE_SIZE, NEU_PREFIX_TO_CLASS
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import DataError, ImageError, SteelscanError
+from steelscan.core.images import read_image
 
 IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _NAME = re.compile(r"^(?P<cls>.+?)_(?P<num>\d+)$")
@@ -31,27 +31,11 @@ _ALIASES = {**{c.lower(): c for c in NEU_CLASSES}, **{p.lower(): c for p, c in N
 
 
 def load_grey_image(path: str | Path, shape: tuple[int, int] | None = NEU_IMAGE_SIZE) -> np.ndarray:
-    """Read an image file as uint8 [H, W] grey (OpenCV IMREAD_GRAYSCALE); check its (H, W) when `shape` is set.
-
-    A missing, unreadable, non-image or truncated file raises SteelscanError naming it. (OpenCV decodes
-    a truncated JPEG silently into a partly grey image, so JPEGs must end with their EOI marker.)
-    """
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except OSError as exc:
-        raise SteelscanError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00"):
-        raise SteelscanError(f"{path}: truncated JPEG (no end-of-image marker); re-copy the file")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_GRAYSCALE) if data else None
-    if image is None:
-        raise SteelscanError(
-            f"{path}: not a readable image (expected BMP/JPEG/PNG, got {len(data)} bytes OpenCV cannot decode)"
-        )
+    """An image file as uint8 [H, W] grey (`steelscan.core.images.read_image`); check its (H, W) when `shape`
+    is set. Any refusal (missing, not an image, truncated, 16-bit, wrong size...) is an ImageError naming it."""
+    image = read_image(path, channels=1)
     if shape is not None and image.shape != tuple(shape):
-        raise SteelscanError(
+        raise ImageError(
             f"{path}: expected a {shape[0]}x{shape[1]} (HxW) image, got {image.shape[0]}x{image.shape[1]}"
         )
     return image
@@ -125,7 +109,7 @@ def list_neu_cls(root: str | Path) -> list[NeuClsItem]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"NEU-CLS folder not found: expected a folder at {root}")
+        raise DataError(f"NEU-CLS folder not found: expected a folder at {root}")
     files = _images_in(root)
     # Hidden and "_"-led folders (.git, __MACOSX from zip files) are not class folders.
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
@@ -247,7 +231,9 @@ def parse_voc(
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"annotation not found: {path}") from None
+        raise DataError(f"annotation not found: {path}") from None
+    except OSError as exc:  # a folder, no permission...: the user's path
+        raise DataError(f"cannot read annotation {path}: {exc.strerror or exc}") from None
     _forbid_dtd(data, path)
     try:
         root = ET.fromstring(data)
@@ -297,7 +283,7 @@ def list_neu_det(root: str | Path) -> list[NeuDetItem]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"NEU-DET folder not found: expected a folder at {root}")
+        raise DataError(f"NEU-DET folder not found: expected a folder at {root}")
     image_dir, ann_dir = _find_child(root, "IMAGES"), _find_child(root, "ANNOTATIONS")
     if image_dir is None or ann_dir is None:
         found = ", ".join(sorted(p.name for p in root.iterdir())[:6]) or "nothing"
@@ -315,7 +301,7 @@ def list_neu_det(root: str | Path) -> list[NeuDetItem]:
             raise SteelscanError(f"{xml_path}: {exc}") from None
         image_path = images.pop(xml_path.stem, None)
         if image_path is None:
-            raise FileNotFoundError(f"{xml_path}: its image {image_dir / (xml_path.stem + '.jpg')} is missing")
+            raise DataError(f"{xml_path}: its image {image_dir / (xml_path.stem + '.jpg')} is missing")
         boxes, labels, size = parse_voc(xml_path)
         label = _CLASS_INDEX[class_name]
         items.append(NeuDetItem(image_path, xml_path, class_name, label, number, boxes, labels, size))
@@ -340,3 +326,18 @@ def join_cls_det(
     """
     det_by_key = {it.key: it for it in det_items}
     return [(c, det_by_key[c.key]) for c in cls_items if c.key in det_by_key]
+
+
+def is_heldout(number: int) -> bool:
+    """NEU numbers divisible by 5 are held out elsewhere for independent evaluation: never train or tune on them."""
+    return number % 5 == 0
+
+
+def neu_split(number: int, val_remainders: tuple[int, ...] = (4,)) -> str:
+    """'train' or 'val' by image number, so that NEU-CLS and NEU-DET split alike (one rule for every model)."""
+    if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < 1:
+        raise SteelscanError(f"expected a NEU image number >= 1, got {number!r}")
+    if is_heldout(number):
+        raise SteelscanError(f"image number {number} is divisible by 5: that fifth of NEU is held out for independent evaluation")
+    return "val" if number % 5 in val_remainders else "train"
+

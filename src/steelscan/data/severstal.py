@@ -21,7 +21,7 @@ import numpy as np
 from steelscan.data.classes import SEVERSTAL_CLASSES, SEVERSTAL_SHAPE
 from steelscan.data.neu import load_grey_image
 from steelscan.data.rle import rle_decode
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import DataError, SteelscanError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def read_train_csv(path: str | Path) -> SeverstalLabels:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Severstal labels not found: expected a train.csv file at {path}")
+        raise DataError(f"Severstal labels not found: expected a train.csv file at {path}")
     try:
         return _read_train_csv(path)
     except (csv.Error, UnicodeDecodeError) as exc:
@@ -136,7 +136,7 @@ def read_image_ids(path: str | Path) -> list[str]:
     """Read image_ids.txt: one image id per line; blank lines are skipped, duplicates are an error."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"image id list not found: expected a text file at {path}")
+        raise DataError(f"image id list not found: expected a text file at {path}")
     ids: dict[str, int] = {}
     for line, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         image_id = text.strip()
@@ -188,7 +188,7 @@ class SeverstalDataset:
         self.image_dir = Path(image_dir) if image_dir is not None else None
         self.shape = tuple(shape)
         if self.image_dir is not None and not self.image_dir.is_dir():
-            raise FileNotFoundError(f"Severstal image folder not found: expected a folder at {self.image_dir}")
+            raise DataError(f"Severstal image folder not found: expected a folder at {self.image_dir}")
         if image_ids is not None:
             ids = list(image_ids)
             self.id_source = "list"
@@ -208,7 +208,7 @@ class SeverstalDataset:
             missing = [i for i in ids if not (self.image_dir / i).is_file()]
             missing += sorted(set(self.labels.image_ids) - set(ids)) if self.id_source == "folder" else []
             if missing:
-                raise FileNotFoundError(
+                raise DataError(
                     f"{len(missing)} image(s) missing from {self.image_dir}, e.g. {self.image_dir / missing[0]}"
                 )
         unknown = sorted(set(self.labels.image_ids) - set(ids))
@@ -228,7 +228,7 @@ class SeverstalDataset:
         """
         root = Path(root)
         if not root.is_dir():
-            raise FileNotFoundError(f"Severstal folder not found: expected a folder at {root}")
+            raise DataError(f"Severstal folder not found: expected a folder at {root}")
         csv_path = root / "train.csv"
         if not csv_path.is_file():
             raise SteelscanError(

@@ -1,26 +1,40 @@
-"""Data set statistics: class imbalance at image, pixel and box level.
+"""Data set statistics for every label layout: class balance, splits, image and box sizes, and the problems
+a labelling export gets wrong.
 
-`compute_stats(path, fmt) -> dict` does the work and returns plain JSON-ready numbers; `print_stats` draws
-rich tables from that dict and `plot_stats` a PNG, so the three stay independent (the CLI's --json writes
-the same dict).
+`compute_stats(path, fmt=None) -> dict` reads PATH with `steelscan.data.formats.read_data` (layout detected
+when `fmt` is None) and returns plain JSON-ready numbers; `stats_report.print_stats` draws rich tables from
+that dict and `stats_report.plot_stats` a PNG, so the three stay independent (the CLI's --json writes the
+same dict). Every result has "format", "task", "path", "class_names", "n_images", "n_defect_free",
+"images_per_split", "per_class" (one dict per class, in class order), "image_sizes", "channel_modes" and
+"problems"; detection adds box counts and sizes. Severstal (Kaggle's 4 classes on 1600x256) adds pixel
+shares and the full-set figures beside ours; NEU-CLS and NEU-DET add their file-name facts.
+
+Problems are the readers' (`LabelledData.problems`: unreadable images, labels without images, boxes outside
+the image, ...) plus two found here: byte-identical image files (`duplicate_file`, one per group) and
+classes with fewer than `FEW_SAMPLES` samples (`few_samples`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.progress import track
-from rich.table import Table
 
-from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, SEVERSTAL_CLASSES, SEVERSTAL_FULL_SET
-from steelscan.data.neu import list_neu_cls, list_neu_det, load_grey_image
+from steelscan.core.errors import DataError, SteelscanError
+from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, SEVERSTAL_CLASSES, SEVERSTAL_FULL_SET, SEVERSTAL_SHAPE
+from steelscan.data.formats import FORMATS as READERS
+from steelscan.data.formats import PROBLEM_KINDS, LabelledData, Problem, detect_format, format_name
 from steelscan.data.severstal import SeverstalDataset, decode_masks
-from steelscan.core.errors import SteelscanError
 
-FORMATS = ("severstal", "neu-cls", "neu-det")
+FORMATS = (*READERS, "severstal")  # "severstal": read as rle, checked strictly as Kaggle's layout
+FEW_SAMPLES = 10  # a class with fewer samples than this is a problem
+UNSPLIT = "unsplit"  # images_per_split key for items without a split of their own
 
 
 def _progress(seq: Sequence, description: str, enabled: bool) -> Iterable:
@@ -40,25 +54,240 @@ def _summary(values: np.ndarray) -> dict:
     return {"min": float(values.min()), "median": float(np.median(values)), "max": float(values.max())}
 
 
-def compute_stats(path: str | Path, fmt: str, progress: bool = False) -> dict:
-    """Statistics of the data set at `path` read as `fmt` (one of FORMATS): a JSON-ready dict.
-
-    Every result has "format", "path", "n_images", "n_defect_free" and "per_class" (a list of dicts, one
-    per class in the fixed class order); the other keys depend on the format.
-    """
-    fmt = str(getattr(fmt, "value", fmt))
+def compute_stats(path: str | Path, fmt: str | None = None, progress: bool = False) -> dict:
+    """Statistics of the data set at `path` read as `fmt` (a format name or alias; detected when None)."""
+    fmt = None if fmt is None else str(getattr(fmt, "value", fmt))
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"data folder not found: {path}")
-    if not path.is_dir():
-        raise SteelscanError(f"expected a data folder for --format {fmt}, got a file: {path}")
-    if fmt == "severstal":
-        return _severstal_stats(path, progress)
-    if fmt == "neu-cls":
-        return _neu_cls_stats(path, progress)
-    if fmt == "neu-det":
-        return _neu_det_stats(path)
-    raise SteelscanError(f"unknown data format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise DataError(f"data folder not found: {path}")
+    strict_severstal = fmt is not None and fmt.strip().lower() == "severstal"
+    name = format_name(fmt) if fmt else detect_format(path)
+    try:
+        severstal = _severstal_stats(path, progress) if strict_severstal else None  # Kaggle's own checks first
+    except FileNotFoundError as exc:  # the Severstal reader's missing folders and images: the user's data
+        raise DataError(str(exc)) from None
+    data = READERS[name].reader(path)
+    stats = labelled_stats(data, progress)
+    if severstal is None and _looks_severstal(data):
+        try:
+            severstal = _severstal_stats(path, progress)
+        except (SteelscanError, FileNotFoundError):
+            severstal = None  # the lenient reader's problems already say what is wrong
+    if severstal is not None:
+        _merge(stats, severstal)
+    elif data.format == "neu-cls":
+        _merge(stats, _neu_cls_extras(data, progress))
+    elif data.format == "neu-det":
+        _merge(stats, _neu_det_extras(data))
+    return stats
+
+
+def _merge(stats: dict, extra: dict) -> None:
+    per_class = extra.pop("per_class", None)
+    stats.update(extra)
+    if per_class is not None:
+        for ours, theirs in zip(stats["per_class"], per_class):
+            ours.update(theirs)
+
+
+def _looks_severstal(data: LabelledData) -> bool:
+    sizes = {it.size for it in data.items if it.size is not None}
+    return (data.format == "rle" and list(data.class_names) == list(SEVERSTAL_CLASSES)
+            and sizes <= {SEVERSTAL_SHAPE} and (data.root / "train.csv").is_file())
+
+
+# ----------------------------------------------------------------------------------------------- any layout
+
+
+def labelled_stats(data: LabelledData, progress: bool = False) -> dict:
+    """The layout-independent statistics and problems of a `LabelledData`."""
+    items, k = data.items, len(data.class_names)
+    problems = list(data.problems)
+    headers = _headers(data, problems, progress)
+    split_of = [it.split or UNSPLIT for it in items]
+    splits = [s for s in (*data.own_splits, UNSPLIT) if s in set(split_of)]
+    per_split_samples = {s: np.zeros(k, np.int64) for s in splits}
+    images_per_class = np.zeros(k, np.int64)
+    defect_free = 0
+    for it, split in zip(items, split_of):
+        if data.task == "classification":
+            present = [it.label] if it.label is not None else []
+            per_split_samples[split][present] += 1
+        elif data.task == "detection":
+            labels = np.asarray(it.labels, np.int64)
+            labels = labels[(labels >= 0) & (labels < k)]
+            np.add.at(per_split_samples[split], labels, 1)
+            present = np.unique(labels).tolist()
+            defect_free += len(labels) == 0
+        else:
+            present = [c for c in it.present if 0 <= c < k]
+            per_split_samples[split][present] += 1
+            defect_free += not present
+        images_per_class[present] += 1
+    samples = sum(per_split_samples.values(), np.zeros(k, np.int64))
+    per_class = [
+        {"class": name, "samples": int(samples[i]), "sample_share": _share(samples[i], samples.sum()),
+         "images": int(images_per_class[i]), "image_share": _share(images_per_class[i], len(items)),
+         "per_split": {s: int(per_split_samples[s][i]) for s in splits}}
+        for i, name in enumerate(data.class_names)
+    ]
+    stats = {
+        "format": data.format, "task": data.task, "path": str(data.root), "class_names": list(data.class_names),
+        "n_images": len(items), "n_defect_free": int(defect_free),
+        "images_per_split": {s: split_of.count(s) for s in splits},
+        "skipped": dict(data.skipped), "per_class": per_class, **_image_facts(headers),
+    }
+    if data.task == "detection":
+        stats.update(_box_stats(data, per_class))
+    duplicates = _duplicates(data, progress)
+    for group in duplicates:
+        problems.append(Problem("duplicate_file", group[0], f"same bytes as {', '.join(group[1:])}"))
+    for c in per_class:
+        if c["samples"] < FEW_SAMPLES:
+            problems.append(Problem("few_samples", c["class"], f"{c['samples']} samples (fewer than {FEW_SAMPLES})"))
+    stats["duplicate_groups"] = duplicates
+    stats["problems"] = _problem_rows(problems)
+    stats["n_problems"] = len(problems)
+    return stats
+
+
+def _headers(data: LabelledData, problems: list[Problem], progress: bool) -> list[tuple]:
+    """(height, width, mode, file type) per readable image from its header; unreadable ones become problems."""
+    from PIL import Image, UnidentifiedImageError
+
+    known = {p.path for p in problems if p.kind == "unreadable_image"}
+    out = []
+    for it in _progress(data.items, "reading image headers", progress):
+        if not it.path.is_file():
+            continue  # a labels-only copy or a missing image: the reader's problem to report
+        try:
+            with Image.open(it.path) as im:
+                out.append((im.size[1], im.size[0], im.mode, im.format or it.path.suffix.lstrip(".").upper()))
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            if it.name not in known:
+                problems.append(Problem("unreadable_image", it.name, f"not a readable image: {exc}"))
+    return out
+
+
+def _image_facts(headers: list[tuple]) -> dict:
+    sizes = Counter((h, w) for h, w, _, _ in headers)
+    return {
+        "image_sizes": [{"height": h, "width": w, "images": n} for (h, w), n in sizes.most_common()],
+        "channel_modes": dict(Counter(mode for *_, mode, _ in headers).most_common()),
+        "file_types": dict(Counter(kind for *_, kind in headers).most_common()),
+    }
+
+
+def _box_stats(data: LabelledData, per_class: list[dict]) -> dict:
+    k = len(data.class_names)
+    boxes = [np.asarray(it.boxes, np.float64).reshape(-1, 4) for it in data.items]
+    labels = [np.asarray(it.labels, np.int64) for it in data.items]
+    all_boxes = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+    all_labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    w, h = all_boxes[:, 2] - all_boxes[:, 0], all_boxes[:, 3] - all_boxes[:, 1]
+    for i, c in enumerate(per_class):
+        sel = all_labels == i
+        c.update({"boxes": int(sel.sum()), "box_share": _share(sel.sum(), len(all_labels)),
+                  "images_with_boxes": c["images"], "width": _summary(w[sel]), "height": _summary(h[sel]),
+                  "area": _summary(w[sel] * h[sel])})
+    per_image = np.array([len(lab) for lab in labels])
+    return {
+        "n_boxes": int(((all_labels >= 0) & (all_labels < k)).sum()),
+        "boxes_per_image": {**_summary(per_image), "mean": float(per_image.mean()) if len(per_image) else None},
+        "box_size": {"width": _summary(w), "height": _summary(h), "area": _summary(w * h)},
+        "box_convention": "xyxy, 0-based pixel edges, x2/y2 exclusive",
+    }
+
+
+def _duplicates(data: LabelledData, progress: bool) -> list[list[str]]:
+    """Groups (item names) of byte-identical image files; only files of equal size are hashed."""
+    by_size: dict[int, list] = defaultdict(list)
+    seen: set[Path] = set()
+    for it in data.items:
+        try:
+            real = it.path.resolve()
+            if real in seen:  # two items on one file (a YOLO list naming it twice) are not a copy
+                continue
+            by_size[it.path.stat().st_size].append(it)
+            seen.add(real)
+        except OSError:
+            continue
+    candidates = [it for group in by_size.values() if len(group) > 1 for it in group]
+    by_hash: dict[str, list[str]] = defaultdict(list)
+    for it in _progress(candidates, "hashing images", progress):
+        digest = hashlib.blake2b(digest_size=20)
+        try:
+            with open(it.path, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+        except OSError:
+            continue
+        by_hash[digest.hexdigest()].append(it.name)
+    return sorted(sorted(names) for names in by_hash.values() if len(names) > 1)
+
+
+def _problem_rows(problems: list[Problem]) -> list[dict]:
+    by_kind: dict[str, list[Problem]] = defaultdict(list)
+    for p in problems:
+        by_kind[p.kind].append(p)
+    order = [k for k in PROBLEM_KINDS if k in by_kind] + sorted(set(by_kind) - set(PROBLEM_KINDS))
+    return [{"kind": kind, "description": PROBLEM_KINDS.get(kind, kind), "count": len(by_kind[kind]),
+             "examples": [{"path": p.path, "message": p.message} for p in by_kind[kind]]} for kind in order]
+
+
+# ----------------------------------------------------------------------------------------------- NEU
+
+
+_NEU_STEM = re.compile(r"^(?P<cls>.+?)_(?P<num>\d+)$")
+
+
+def _neu_cls_extras(data: LabelledData, progress: bool) -> dict:
+    from steelscan.core.images import read_image
+
+    grey: dict[int, list[float]] = defaultdict(list)
+    numbers: dict[int, list[int]] = defaultdict(list)
+    for it in _progress(data.items, "reading NEU-CLS images", progress):
+        try:
+            grey[it.label].append(float(read_image(it.path, channels=1).mean()))
+        except SteelscanError:
+            pass  # the header check above already lists it
+        if it.group is not None and it.group.isdigit():
+            numbers[it.label].append(int(it.group))
+    return {"per_class": [
+        {"prefix": NEU_CLS_PREFIXES[i] if i < len(NEU_CLS_PREFIXES) else None,
+         "numbers": [min(numbers[i]), max(numbers[i])] if numbers[i] else None,
+         "mean_grey": float(np.mean(grey[i])) if grey[i] else None}
+        for i in range(len(data.class_names))
+    ]}
+
+
+def _neu_det_extras(data: LabelledData) -> dict:
+    """Image-level classes by file name (crazing_12.jpg), and boxes of another class than that."""
+    from steelscan.data.neu import neu_class_name
+
+    by_name = np.zeros(len(NEU_CLASSES), np.int64)
+    other_images = other_boxes = 0
+    for it in data.items:
+        match = _NEU_STEM.match(it.path.stem)
+        try:
+            label = NEU_CLASSES.index(neu_class_name(match["cls"])) if match else None
+        except (SteelscanError, ValueError):
+            label = None
+        if label is None:
+            continue
+        by_name[label] += 1
+        other = int((np.asarray(it.labels) != label).sum())
+        other_images += other > 0
+        other_boxes += other
+    n = len(data.items)
+    return {
+        "images_with_other_class_boxes": int(other_images), "other_class_boxes": int(other_boxes),
+        "box_convention": "xyxy, 0-based pixel edges, x2/y2 exclusive (VOC xmin-1, ymin-1, xmax, ymax)",
+        "per_class": [{"images": int(v), "image_share": _share(v, n)} for v in by_name],
+    }
+
+
+# ----------------------------------------------------------------------------------------------- Severstal
 
 
 def _severstal_stats(root: Path, progress: bool) -> dict:
@@ -106,8 +335,7 @@ def _severstal_stats(root: Path, progress: bool) -> dict:
     else:
         ids_from = "train_images/" if ds.id_source == "folder" else "train.csv (defect-free images unknown)"
     return {
-        "format": "severstal",
-        "path": str(root),
+        "severstal": True,
         "csv_format": ds.labels.format,
         "masks_only": ds.masks_only,
         "image_ids_from": ids_from,
@@ -127,207 +355,6 @@ def _severstal_stats(root: Path, progress: bool) -> dict:
     }
 
 
-def _neu_cls_stats(root: Path, progress: bool) -> dict:
-    items = list_neu_cls(root)
-    grey: dict[int, list[float]] = {i: [] for i in range(len(NEU_CLASSES))}
-    for it in _progress(items, "reading NEU-CLS images", progress):
-        grey[it.label].append(float(load_grey_image(it.path).mean()))  # also checks each file decodes, 200x200
-    per_class = []
-    for i, name in enumerate(NEU_CLASSES):
-        numbers = [it.number for it in items if it.label == i]
-        per_class.append({
-            "class": name,
-            "prefix": NEU_CLS_PREFIXES[i],
-            "images": len(numbers),
-            "image_share": _share(len(numbers), len(items)),
-            "numbers": [min(numbers), max(numbers)] if numbers else None,
-            "mean_grey": float(np.mean(grey[i])) if grey[i] else None,
-        })
-    return {"format": "neu-cls", "path": str(root), "n_images": len(items), "n_defect_free": 0, "per_class": per_class}
+from steelscan.data.stats_report import plot_stats, print_stats  # noqa: E402 - re-exported, imports nothing back
 
-
-def _neu_det_stats(root: Path) -> dict:
-    items = list_neu_det(root)
-    boxes = np.concatenate([it.boxes for it in items]) if items else np.zeros((0, 4), np.float32)
-    labels = np.concatenate([it.labels for it in items]) if items else np.zeros(0, np.int64)
-    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    per_class = []
-    for i, name in enumerate(NEU_CLASSES):
-        sel = labels == i
-        n_images = sum(it.label == i for it in items)
-        per_class.append({
-            "class": name,
-            "images": n_images,  # by file name (image-level class)
-            "image_share": _share(n_images, len(items)),
-            "images_with_boxes": sum(bool((it.labels == i).any()) for it in items),
-            "boxes": int(sel.sum()),
-            "box_share": _share(sel.sum(), len(labels)),
-            "width": _summary(w[sel]),
-            "height": _summary(h[sel]),
-            "area": _summary(w[sel] * h[sel]),
-        })
-    per_image = np.array([len(it.labels) for it in items])
-    other = [int((it.labels != it.label).sum()) for it in items]
-    return {
-        "format": "neu-det",
-        "path": str(root),
-        "n_images": len(items),
-        "n_defect_free": sum(n == 0 for n in per_image.tolist()),
-        "n_boxes": int(len(labels)),
-        "boxes_per_image": {**_summary(per_image), "mean": float(per_image.mean()) if len(items) else None},
-        "images_with_other_class_boxes": sum(n > 0 for n in other),
-        "other_class_boxes": sum(other),
-        "box_convention": "xyxy, 0-based pixel edges, x2/y2 exclusive (VOC xmin-1, ymin-1, xmax, ymax)",
-        "per_class": per_class,
-    }
-
-
-# ----------------------------------------------------------------------------------------------- printing
-
-
-def _pct(x: float | None, digits: int = 1) -> str:
-    return "-" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:g}"
-
-
-def _table(title: str, *columns: str, left: tuple[str, ...] = ("class",)) -> Table:
-    """A table whose label columns are left-aligned and number columns right-aligned."""
-    table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="left" if col in left else "right")
-    return table
-
-
-def print_stats(stats: dict, console: Console | None = None) -> None:
-    """Print `compute_stats` output as rich tables."""
-    console = console or Console()
-    fmt = stats["format"]
-    console.print(f"[bold]{fmt}[/] {stats['path']}: {stats['n_images']} images")
-    if fmt == "severstal":
-        _print_severstal(stats, console)
-    elif fmt == "neu-cls":
-        table = _table("NEU-CLS images per class", "class", "prefix", "images", "% of images", "numbers",
-                       "mean grey", left=("class", "prefix"))
-        for c in stats["per_class"]:
-            numbers = "-" if c["numbers"] is None else f"{c['numbers'][0]}..{c['numbers'][1]}"
-            mean = "-" if c["mean_grey"] is None else f"{c['mean_grey']:.1f}"
-            table.add_row(c["class"], c["prefix"], str(c["images"]), _pct(c["image_share"]), numbers, mean)
-        table.add_row("defect-free", "", str(stats["n_defect_free"]), _pct(0.0), "", "", style="dim")
-        console.print(table)
-    else:
-        _print_neu_det(stats, console)
-
-
-def _print_severstal(s: dict, console: Console) -> None:
-    ref = s["full_set"]
-    console.print(
-        f"labels: train.csv ({s['csv_format']} format); image ids from {s['image_ids_from']}"
-        + ("; masks only (no images)" if s["masks_only"] else "")
-    )
-    images = _table("Severstal images per class (an image may hold several classes)",
-                    "class", "images", "% of images", "full set", "full set %")
-    images.add_row("defect-free", str(s["n_defect_free"]), _pct(s["defect_free_share"]),
-                   str(ref["n_defect_free"]), _pct(ref["defect_free_share"]))
-    for c in s["per_class"]:
-        images.add_row(c["class"], str(c["images"]), _pct(c["image_share"]),
-                       str(c["full_set_images"]), _pct(c["full_set_image_share"]))
-    images.add_row("all", str(s["n_images"]), "", str(ref["n_images"]), "", style="bold")
-    console.print(images)
-    pixels = _table("Severstal pixels per class", "class", "pixels", "% of all pixels", "% of defect pixels")
-    for c in s["per_class"]:
-        pixels.add_row(c["class"], str(c["pixels"]), _pct(c["pixel_share"], 3), _pct(c["share_of_defect_pixels"]))
-    console.print(pixels)
-    console.print(
-        f"defective images: {s['n_defective']} ({s['n_multi_class']} with several classes); "
-        f"defect pixels: {_pct(s['defect_pixel_share'], 2)} of all pixels, "
-        f"[bold]{_pct(s['defect_pixel_share_of_defective_images'], 2)}[/] of the pixels of defective images "
-        f"(full set: {_pct(ref['defect_pixel_share_of_defective_images'], 2)})"
-    )
-
-
-def _print_neu_det(s: dict, console: Console) -> None:
-    counts = _table("NEU-DET images (by file name) and boxes (by box label) per class",
-                    "class", "images", "images with boxes", "boxes", "% of boxes")
-    for c in s["per_class"]:
-        counts.add_row(c["class"], str(c["images"]), str(c["images_with_boxes"]), str(c["boxes"]), _pct(c["box_share"]))
-    counts.add_row("defect-free", str(s["n_defect_free"]), "", "", "", style="dim")
-    counts.add_row("all", str(s["n_images"]), "", str(s["n_boxes"]), "", style="bold")
-    console.print(counts)
-    sizes = _table("NEU-DET box sizes in pixels: min / median / max", "class", "width", "height", "area")
-    for c in s["per_class"]:
-        sizes.add_row(c["class"], *("/".join(_num(c[key][q]) for q in ("min", "median", "max"))
-                                    for key in ("width", "height", "area")))
-    console.print(sizes)
-    b = s["boxes_per_image"]
-    console.print(
-        f"boxes per image: min {_num(b['min'])}, median {_num(b['median'])}, max {_num(b['max'])}, "
-        f"mean {b['mean']:.2f}; {s['images_with_other_class_boxes']} images hold {s['other_class_boxes']} "
-        f"boxes of a class other than their file name"
-    )
-
-
-# ----------------------------------------------------------------------------------------------- plotting
-
-
-def plot_stats(stats: dict, out: str | Path) -> Path:
-    """Draw the class counts / shares of `compute_stats` output into a PNG at `out`."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg: no display needed
-    from matplotlib.figure import Figure
-
-    out = Path(out)
-    if out.suffix.lower() != ".png":
-        raise SteelscanError(f"--plot expects a .png file name, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2)
-    per = stats["per_class"]
-    names = [c["class"] for c in per]
-    x = np.arange(len(names) + 1)
-    if stats["format"] == "severstal":
-        ref = stats["full_set"]
-        ours = [stats["defect_free_share"]] + [c["image_share"] for c in per]
-        full = [ref["defect_free_share"]] + [c["full_set_image_share"] for c in per]
-        _bars(left, x - 0.2, ours, 0.4, "this data", [str(stats["n_defect_free"])] + [str(c["images"]) for c in per])
-        _bars(left, x + 0.2, full, 0.4, "full set (Kaggle)", None)
-        left.set_xticks(x, ["defect-free"] + [f"class {n}" for n in names])
-        left.set_ylabel("share of images")
-        left.set_title(f"Images per class ({stats['n_images']} images)")
-        left.legend()
-        shares = [c["share_of_defect_pixels"] for c in per]
-        _bars(right, x[1:], shares, 0.6, None, [_pct(v) for v in shares])
-        right.set_xticks(x[1:], [f"class {n}" for n in names])
-        right.set_ylabel("share of defect pixels")
-        right.set_title(
-            f"Defect pixels: {_pct(stats['defect_pixel_share_of_defective_images'], 2)} of defective images' pixels "
-            f"(full set {_pct(ref['defect_pixel_share_of_defective_images'], 2)})", fontsize=9
-        )
-    else:
-        counts = [c["images"] for c in per]
-        _bars(left, x[:-1], counts, 0.6, None, [str(v) for v in counts])
-        left.set_xticks(x[:-1], names, rotation=20)
-        left.set_ylabel("images")
-        left.set_title(f"{stats['format']}: images per class ({stats['n_images']} images, no defect-free)")
-        if stats["format"] == "neu-det":
-            boxes = [c["boxes"] for c in per]
-            _bars(right, x[:-1], boxes, 0.6, None, [str(v) for v in boxes])
-            right.set_ylabel("boxes")
-            right.set_title(f"Boxes per class ({stats['n_boxes']} boxes)")
-        else:
-            grey = [c["mean_grey"] or 0.0 for c in per]
-            _bars(right, x[:-1], grey, 0.6, None, [f"{v:.0f}" for v in grey])
-            right.set_ylabel("mean grey level (0-255)")
-            right.set_title("Mean grey level per class")
-        right.set_xticks(x[:-1], names, rotation=20)
-    fig.savefig(out, dpi=110)
-    return out
-
-
-def _bars(ax, x, heights, width, label, texts) -> None:
-    bars = ax.bar(x, heights, width, label=label)
-    if texts:
-        ax.bar_label(bars, labels=texts, fontsize=8)
-    ax.margins(y=0.12)
+__all__ = ["FEW_SAMPLES", "FORMATS", "compute_stats", "labelled_stats", "plot_stats", "print_stats"]

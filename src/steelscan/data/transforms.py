@@ -1,55 +1,18 @@
-"""Augmentation (albumentations) and the "improved cutout" of defect boxes.
+"""Image to tensor, and the "improved cutout" of defect boxes. (Pipelines from a recipe: `steelscan.tasks.augment`.)
 
-Images are grey uint8 [H, W] on input; `to_tensor` gives float32 [1, H, W] normalised by (mean, std) on [0, 1].
+Images are uint8 [H, W] (grey) or [H, W, C]; `to_tensor` gives float32 [C, H, W] normalised by (mean, std) on [0, 1].
 """
 
 from __future__ import annotations
 
-import albumentations as A
-import cv2
 import numpy as np
 import torch
 
-from steelscan.config import AugmentConfig
-
-
-def flip_and_photometric(cfg: AugmentConfig) -> list:
-    """hflip, vflip and RandomBrightnessContrast, each switched by the config (shared by every task)."""
-    ops: list = []
-    if cfg.hflip:
-        ops.append(A.HorizontalFlip(p=0.5))
-    if cfg.vflip:
-        ops.append(A.VerticalFlip(p=0.5))
-    if cfg.brightness_contrast > 0:
-        lim = cfg.brightness_contrast
-        ops.append(A.RandomBrightnessContrast(brightness_limit=lim, contrast_limit=lim, p=0.5))
-    return ops
-
-
-def train_transform(cfg: AugmentConfig, size: int, seed: int = 0) -> A.Compose:
-    """Training augmentation from a config section. Every transform is switched by its own config value.
-
-    albumentations draws from its own generator, not numpy's global one: the seed makes runs repeatable.
-    """
-    ops: list = []
-    if cfg.random_resized_crop is not None:
-        ops.append(A.RandomResizedCrop(size=(size, size), scale=tuple(cfg.random_resized_crop), ratio=(0.8, 1.25)))
-    else:
-        ops.append(A.Resize(size, size, interpolation=cv2.INTER_AREA))
-    ops += flip_and_photometric(cfg)
-    if cfg.cutout > 0:
-        ops.append(A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.1, 0.25), hole_width_range=(0.1, 0.25), fill="random_uniform", p=cfg.cutout))
-    return A.Compose(ops, seed=seed)
-
-
-def eval_transform(size: int) -> A.Compose:
-    return A.Compose([A.Resize(size, size, interpolation=cv2.INTER_AREA)])
-
 
 def to_tensor(image: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """uint8 [H, W] -> float32 [1, H, W], normalised."""
-    x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
-    return x.sub_(mean).div_(std).unsqueeze(0)
+    """uint8 [H, W] or [H, W, C] -> float32 [C, H, W], normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0).sub_(mean).div_(std)
+    return x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1).contiguous()
 
 
 def improved_cutout(

@@ -28,7 +28,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from steelscan.data.classes import NEU_CLASSES
-from steelscan.data.classification import is_heldout, neu_split
+from steelscan.data.neu import is_heldout, neu_split
 from steelscan.data.neu import list_neu_cls, load_grey_image
 from steelscan.core.errors import SteelscanError
 from steelscan.models.classical import N_FEATURES, create_classical, extract_batch, extract_features

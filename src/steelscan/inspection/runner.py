@@ -1,6 +1,7 @@
 """Inspecting a coil: frames in order -> tiles -> gate -> segmenter -> pieces -> records -> defects -> grade.
 
-`inspect_frames` is the loop; it takes any iterable of (index, frame), so a folder (`coil_frames`) and a
+`inspect_frames` is the loop (a `SegmenterPredictor`, normally an ONNX artifact's, does the pixels); it takes
+any iterable of (index, frame), so a folder (`coil_frames`) and a
 generator (a camera, or `steelscan.data.synthetic.coil.render_frame`) are the same to it. Each frame is
 committed to the store with its pieces in one transaction before the next is read: a process killed
 mid-coil keeps every committed frame, and a re-run skips them (no duplicates). Defects are merged from all
@@ -17,18 +18,16 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from steelscan.config import read_yaml_mapping
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import ImageError, SteelscanError
+from steelscan.core.images import read_image
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
 from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks
 from steelscan.inspection.periodic import find_periodic
 from steelscan.inspection.records import Piece
-from steelscan.inspection.tiles import TileGrid, cut_tiles, stitch
-from steelscan.postprocess import PostProcess, binarize
-from steelscan.runtime import SegmenterRuntime
+from steelscan.deploy.predictors import SegmenterPredictor
 from steelscan.store import Store
 
 log = logging.getLogger(__name__)
@@ -76,22 +75,12 @@ def frame_paths(coil_dir: Path) -> list[Path]:
 
 
 def read_frame(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """An 8-bit grey frame; truncated, empty, 16-bit or wrong-size frames are refused with the reason."""
-    data = path.read_bytes()
-    if not data:
-        raise SteelscanError(f"frame {path} is empty (0 bytes)")
-    if path.suffix.lower() in (".jpg", ".jpeg") and not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        raise SteelscanError(f"frame {path} is truncated: the JPEG has no end marker")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise SteelscanError(f"frame {path} is truncated or not an image")
-    if img.dtype != np.uint8:
-        raise SteelscanError(f"frame {path} is {img.dtype} ({8 * img.itemsize}-bit): expected 8-bit grey")
-    if img.ndim == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY if img.shape[2] == 4 else cv2.COLOR_BGR2GRAY)
+    """An 8-bit grey frame (`steelscan.core.images.read_image`); truncated, empty, 16-bit, oversized or
+    wrong-size frames are refused with the reason (ImageError)."""
+    img = read_image(path, channels=1)
     if shape is not None and img.shape != tuple(shape):
-        raise SteelscanError(f"frame {path} is {img.shape[1]}x{img.shape[0]} px; the coil's frames are "
-                             f"{shape[1]}x{shape[0]}")
+        raise ImageError(f"frame {path} is {img.shape[1]}x{img.shape[0]} px; the coil's frames are "
+                         f"{shape[1]}x{shape[0]}")
     return img
 
 
@@ -119,58 +108,43 @@ def folder_frames(paths: list[Path], shape: tuple[int, int]) -> Callable[[set[in
     return frames
 
 
-def segment_frames(runtime: SegmenterRuntime, pp: PostProcess, frames: list[np.ndarray], gate: bool,
-                   batch: int) -> list[tuple[np.ndarray, np.ndarray, int, int]]:
-    """Per frame: (masks uint8 [C, H, W], probabilities [C, H, W], tiles, tiles decoded). The tiles of all
-    frames share model calls of `batch` tiles, so several frames cost fewer, fuller calls."""
-    cut = [cut_tiles(f, runtime.tile) for f in frames]
-    tiles = np.concatenate([t for t, _ in cut])
-    parts = [runtime.predict(tiles[i : i + batch], gate) for i in range(0, len(tiles), batch)]
-    probs, presence, decoded = (np.concatenate([p[j] for p in parts]) for j in range(3))
-    out, start = [], 0
-    for t, grid in cut:
-        end = start + len(t)
-        p = stitch(probs[start:end], grid)
-        out.append((binarize(p, pp, presence[start:end].max(0)), p, len(t), int(decoded[start:end].sum())))
-        start = end
-    return out
-
-
 def frames_per_call(tiles_per_frame: int, batch: int) -> int:
     """Whole frames that fit one model call of `batch` tiles (at least one)."""
     return max(1, batch // max(1, tiles_per_frame))
 
 
-def pieces_of_frames(runtime: SegmenterRuntime, pp: PostProcess, items: Sequence[tuple[int, np.ndarray, tuple[int, int]]],
-                     gate: bool, batch: int) -> list[tuple[list[Piece], dict]]:
+def pieces_of_frames(predictor: SegmenterPredictor, items: Sequence[tuple[int, np.ndarray, tuple[int, int]]],
+                     ) -> list[tuple[list[Piece], dict]]:
     """(frame index, image, owned rows) -> per frame its pieces and the frame record's info (ms is the frame's
-    share of the call). The one path from pixels to pieces for `steelscan inspect` and the service."""
+    share of the call). The one path from pixels to pieces for `steelscan inspect` and the service: the
+    predictor cuts the frames into its tiles, shares model calls of `batch_size` tiles among them, gates,
+    stitches and post-processes."""
     t0 = time.perf_counter()
-    outs = segment_frames(runtime, pp, [img for _, img, _ in items], gate, batch)
+    seg = predictor.predict([img for _, img, _ in items])
     ms = round(1000 * (time.perf_counter() - t0) / len(items), 2)
-    names = list(runtime.meta["class_names"])
+    names = list(predictor.class_names)
     return [(pieces_from_masks(k, masks, probs, owned, names, MIN_PIECE_PX),
-             {"ms": ms, "tiles": n_tiles, "tiles_decoded": n_dec})
-            for (k, _, owned), (masks, probs, n_tiles, n_dec) in zip(items, outs)]
+             {"ms": ms, "tiles": int(n_tiles), "tiles_decoded": int(n_dec)})
+            for (k, _, owned), masks, probs, n_tiles, n_dec in zip(items, seg.masks, seg.probabilities, seg.tiles,
+                                                                  seg.decoded)]
 
 
 def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, np.ndarray]]],
-                   runtime: SegmenterRuntime, store: Store, gate: bool = True, batch: int = 8,
+                   predictor: SegmenterPredictor, store: Store,
                    on_frame: Callable[[int, dict], None] | None = None) -> dict:
-    """Inspect and commit every frame not yet committed; returns counts of this run."""
-    pp = PostProcess.from_dict(runtime.meta["postprocess"])
+    """Inspect and commit every frame not yet committed; returns counts of this run. The predictor's options
+    say whether tiles are gated and how many tiles share a model call."""
     h, w = coil.frame_shape
-    done = store.open_coil(coil.coil_id, {"geometry": coil.as_dict(), "model": runtime.meta.get("model")})
+    done = store.open_coil(coil.coil_id, {"geometry": coil.as_dict(), "model": predictor.meta.model})
     if done:
         log.info("coil %s: resuming, %d frame(s) already committed", coil.coil_id, len(done))
     stats = {"frames": 0, "resumed": len(done), "tiles": 0, "tiles_decoded": 0, "seconds": 0.0}
     group: list[tuple[int, np.ndarray, tuple[int, int]]] = []
-    grid = TileGrid(h, w, runtime.tile)
-    per_call = frames_per_call(grid.rows * grid.cols, batch)
+    per_call = frames_per_call(predictor.tiles_per_image((h, w)), predictor.batch_size)
 
     def flush() -> None:
         # frames of one call are inferred together, then committed one by one, in order
-        for (k, _, _), (pieces, info) in zip(group, pieces_of_frames(runtime, pp, group, gate, batch)):
+        for (k, _, _), (pieces, info) in zip(group, pieces_of_frames(predictor, group)):
             store.add_frame(coil.coil_id, k, pieces, info)
             stats["frames"] += 1
             stats["tiles"] += info["tiles"]

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from steelscan.core.errors import SteelscanError
 from steelscan.models.layers import convert_to_dcn
-from steelscan.registry import register_model
+from steelscan.models._registry import ModelDefaults, register_model
 
 # registry name -> (timm name, has offline ImageNet weights)
 BACKBONES: dict[str, tuple[str, bool]] = {
@@ -88,7 +88,11 @@ def build_classifier(
 def _register(name: str) -> None:
     timm_name, has_weights = BACKBONES[name]
 
-    @register_model(name, task="classification", description=f"timm {timm_name}{' (ImageNet weights offline)' if has_weights else ''}")
+    mean, std = NORMALISE[name]
+    defaults = ModelDefaults(mean=mean, std=std, offline_weights=has_weights)
+
+    @register_model(name, task="classification", defaults=defaults,
+                    description=f"timm {timm_name}{' (ImageNet weights offline)' if has_weights else ''}")
     def _build(**kwargs) -> nn.Module:
         return build_classifier(name, **kwargs)
 

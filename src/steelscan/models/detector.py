@@ -35,7 +35,7 @@ from steelscan.data.classes import DETECTION_LABEL_OFFSET, NEU_CLASSES
 from steelscan.core.errors import SteelscanError
 from steelscan.models.classifier import BACKBONES, NORMALISE, efficientnet_lite0_state_dict, last_stage
 from steelscan.models.layers import SPP, CoordConv2d, CoordRoIPool, convert_to_dcn
-from steelscan.registry import register_model
+from steelscan.models._registry import ModelDefaults, register_model
 
 LABEL_OFFSET = DETECTION_LABEL_OFFSET  # model label = NEU_CLASSES index + 1; 0 is torchvision's background
 NUM_CLASSES = len(NEU_CLASSES) + LABEL_OFFSET
@@ -180,7 +180,11 @@ def _register(backbone: str) -> None:
 
     weights = " (ImageNet weights offline)" if has_weights else ""
 
-    @register_model(detector_name(backbone), task="detection", description=f"Faster R-CNN + FPN on timm {timm_name}{weights}")
+    mean, std = NORMALISE[backbone]
+    defaults = ModelDefaults(mean=mean, std=std, offline_weights=has_weights)
+
+    @register_model(detector_name(backbone), task="detection", defaults=defaults,
+                    description=f"Faster R-CNN + FPN on timm {timm_name}{weights}")
     def _build(**kwargs) -> nn.Module:
         return build_detector(backbone, **kwargs)
 

@@ -17,7 +17,7 @@ import torch.nn as nn
 
 from steelscan.core.errors import SteelscanError
 from steelscan.models.classifier import efficientnet_lite0_state_dict
-from steelscan.registry import register_model
+from steelscan.models._registry import ModelDefaults, register_model
 
 # registry name -> (smp architecture, smp encoder name, offline ImageNet weights)
 SEGMENTERS: dict[str, tuple[str, str, bool]] = {
@@ -83,7 +83,9 @@ def _register(name: str) -> None:
 
     slim = " (half-width decoder)" if name in ARCH_KWARGS else ""
 
-    @register_model(name, task="segmentation",
+    mean, std = segmenter_normalise(name)
+
+    @register_model(name, task="segmentation", defaults=ModelDefaults(mean=mean, std=std, offline_weights=has_weights),
                     description=f"smp {arch} on {encoder}{slim}{' (ImageNet weights offline)' if has_weights else ''}")
     def _build(**kwargs) -> nn.Module:
         return build_segmenter(name, **kwargs)

@@ -26,7 +26,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import ModelFileError, SteelscanError
+from steelscan.core.images import MIN_MODEL_SIDE
 from steelscan.grading import load_rules
 from steelscan.service import schemas as S
 from steelscan.service.limits import BodyLimit
@@ -99,7 +100,7 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
     @app.exception_handler(SteelscanError)
     async def _steelscan(_req, exc: SteelscanError):
         status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, Conflict) else \
-            503 if isinstance(exc, ModelUnavailable) else 422
+            503 if isinstance(exc, (ModelUnavailable, ModelFileError)) else 422
         return error(status, str(exc))
 
     @app.exception_handler(Exception)
@@ -230,7 +231,8 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
 
     # single images, NEU models ----------------------------------------------------------------------------
     async def _single(image: UploadFile, model: LazyModel, fn):
-        img = await run_in_threadpool(decode_image, await image.read(), settings.limits.max_pixels, None, "image")
+        img = await run_in_threadpool(decode_image, await image.read(), settings.limits.max_pixels, None, "image",
+                                      MIN_MODEL_SIDE)
         return await asyncio.wrap_future(model.pool.submit(fn, model, img))
 
     @v1.post("/classify", response_model=S.Classification)
@@ -248,7 +250,7 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
     # open: health, metrics, the dashboard's static files (they hold no data; the data needs the token) ----
     @app.get("/healthz", response_model=S.Health)
     async def healthz():
-        return {"status": "ok", "model": station.runtime.meta.get("model"), "queue": station.batcher.pending(),
+        return {"status": "ok", "model": station.predictor.meta.model, "queue": station.batcher.pending(),
                 "uptime_s": round(time.monotonic() - started, 1), "auth": expected is not None}
 
     @app.get("/metrics", response_class=Response)

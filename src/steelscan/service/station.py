@@ -22,14 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import ImageError, SteelscanError
+from steelscan.core.images import read_image
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import geometry_from_manifest
 from steelscan.inspection.merge import merge_pieces
 from steelscan.inspection.periodic import find_periodic
 from steelscan.inspection.runner import Coil, pieces_of_frames
-from steelscan.postprocess import PostProcess
-from steelscan.runtime import SegmenterRuntime
+from steelscan.deploy.predictors import SegmenterPredictor, load_predictor
 from steelscan.service.batcher import Batcher
 from steelscan.store import Store, check_coil_id
 
@@ -75,9 +75,10 @@ class Station:
     tile_batch: int = 8
 
     def __post_init__(self) -> None:
-        self.runtime = SegmenterRuntime(self.artifact, self.threads)
-        self.pp = PostProcess.from_dict(self.runtime.meta["postprocess"])
-        self.class_names = list(self.runtime.meta["class_names"])
+        self.predictor: SegmenterPredictor = load_predictor(self.artifact, backend="onnx", task="segmentation",
+                                                            threads=self.threads, gate=self.gate,
+                                                            batch_size=self.tile_batch)
+        self.class_names = list(self.predictor.class_names)
         self.store = Store(self.db)
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -101,7 +102,7 @@ class Station:
                 raise Conflict(f"coil {coil_id!r} exists with geometry {stored}, got {info_geometry}; "
                                "use the same geometry or a new coil id")
             return self.store.coil(coil_id), False
-        self.store.open_coil(coil_id, {"geometry": info_geometry, "model": self.runtime.meta.get("model"),
+        self.store.open_coil(coil_id, {"geometry": info_geometry, "model": self.predictor.meta.model,
                                        "source": "service"})
         return self.store.coil(coil_id), True
 
@@ -159,7 +160,7 @@ class Station:
         # n_frames unknown while frames stream in: every frame keeps its lower overlap half for the next
         items = [(j.frame, j.image, j.coil.geometry.owned_rows(j.frame, j.coil.frame_shape[0], None)) for j in jobs]
         results: list[FrameResult | BaseException] = []
-        for job, (pieces, info) in zip(jobs, pieces_of_frames(self.runtime, self.pp, items, self.gate, self.tile_batch)):
+        for job, (pieces, info) in zip(jobs, pieces_of_frames(self.predictor, items)):
             cid = job.coil.coil_id
             try:
                 self._save_frame(cid, job.frame, job.image)  # before the commit: a committed frame has its file
@@ -186,10 +187,10 @@ class Station:
         os.replace(tmp, path)
 
     def read_frame(self, coil_id: str, frame: int) -> np.ndarray:
-        img = cv2.imread(str(self._frame_path(coil_id, frame)), cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            raise NotFound(f"frame {frame} of coil {coil_id!r} is not stored on this station")
-        return img
+        try:
+            return read_image(self._frame_path(coil_id, frame), channels=1)
+        except ImageError:
+            raise NotFound(f"frame {frame} of coil {coil_id!r} is not stored on this station") from None
 
     # results ---------------------------------------------------------------------------------------------
     def defects(self, coil_id: str) -> list[dict]:

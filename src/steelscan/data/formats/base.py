@@ -84,6 +84,8 @@ class LabelledData:
     class_names: list[str]
     items: list[Item]
     problems: list[Problem] = field(default_factory=list)
+    # Files left out on purpose, not by mistake: reason -> count (e.g. NEU's held-out fifth). Not problems.
+    skipped: dict[str, int] = field(default_factory=dict)
 
     @property
     def own_splits(self) -> list[str]:

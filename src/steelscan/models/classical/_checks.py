@@ -1,4 +1,4 @@
-"""Input checks shared by the classical classifiers: bad input raises SteelscanError (a ValueError)."""
+"""Input checks shared by the classical classifiers: bad input raises SteelscanError."""
 
 from __future__ import annotations
 

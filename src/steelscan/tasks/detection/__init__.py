@@ -1,0 +1,3 @@
+"""Detection: boxes of defect classes."""
+
+from steelscan.tasks.detection import task  # noqa: F401  (registers the task)
