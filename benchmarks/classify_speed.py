@@ -10,6 +10,10 @@ optimisation; without it the static QDQ model is slower than fp32), then quantis
 per-channel) with calibration images from the *training* split (n % 5 in {1, 2, 3}), never the images it
 is scored on.
 
+Without ../shared/data/neu-cls (a fresh clone with no data), `write_neu_cls` writes a synthetic NEU-CLS folder
+(`--synthetic-images` BMPs, seed 0) to a temporary folder; the table title and the JSON say "synthetic" (the
+accuracy of the real-data model on synthetic textures says nothing about NEU-CLS; the speed still holds).
+
     .venv/bin/python benchmarks/classify_speed.py --model neu-cls --threads 2
 """
 
@@ -21,6 +25,7 @@ import logging
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,13 +35,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from steelscan.core.errors import SteelscanError
 from steelscan.data.neu import is_heldout, neu_split
+from steelscan.data.synthetic import write_neu_cls
 from steelscan.data.neu import list_neu_cls, load_grey_image
 from steelscan.evaluate import predict_logits
 from steelscan.deploy.artifact import ort_session
 from steelscan.deploy.export import export_classifier, quantize_int8
 from steelscan.deploy.predictors import ClassifierPredictor, OnnxBackend
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 
 
 def tta_np(run, x: np.ndarray) -> np.ndarray:
@@ -55,16 +62,37 @@ def one_pass(run, x: np.ndarray, batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def main() -> None:
+DEFAULT_DATA = "../shared/data/neu-cls"
+
+
+def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="neu-cls")
-    ap.add_argument("--data", default="../shared/data/neu-cls")
+    ap.add_argument("--data", default=DEFAULT_DATA,
+                    help="a NEU-CLS folder; when the default is absent, a synthetic one is written to a temp folder")
+    ap.add_argument("--synthetic-images", type=int, default=600,
+                    help="images written when the data is synthetic (balanced; 1 in 5 is NEU's held-out fifth)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--calibration", type=int, default=216, help="training images used to calibrate int8")
     ap.add_argument("--json", default="benchmarks/results/classify_speed.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    if not Path(args.data).exists() and args.data != DEFAULT_DATA:
+        ap.error(f"--data {args.data}: no such folder (expected a flat NEU-CLS folder of Cr_1.bmp ...); leave "
+                 f"--data out to benchmark on synthetic NEU-CLS images")
+    with tempfile.TemporaryDirectory(prefix="steelscan-classify-speed-") as tmp:
+        synth_note = None
+        if not Path(args.data).exists():
+            summary = write_neu_cls(Path(tmp) / "neu-cls", n=args.synthetic_images, seed=0, workers=1)
+            synth_note = (f"{args.data} absent: {summary.n_images} synthetic NEU-CLS images written by "
+                          f"write_neu_cls (seed 0) to a temporary folder")
+            print(synth_note)
+            args.data = str(summary.out)
+        return _run(args, synth_note)
+
+
+def _run(args: argparse.Namespace, synth_note: str | None) -> dict:
     torch.set_num_threads(args.threads)
     logging.getLogger().setLevel(logging.ERROR)  # the ORT quantiser's warnings are not results
     load_before = os.getloadavg()
@@ -80,7 +108,7 @@ def main() -> None:
     x = preprocess(val_images)
     preprocess_ms = 1000 * (time.perf_counter() - t0) / len(val_images)
     step = max(1, len(train) // args.calibration)
-    calib = preprocess([load_grey_image(it.path) for it in train[::step]])
+    calib = preprocess([load_grey_image(it.path) for it in train[::step][: args.calibration]])
 
     def torch_run(b: np.ndarray) -> np.ndarray:
         return predict_logits(model, torch.from_numpy(b)).numpy()
@@ -107,8 +135,9 @@ def main() -> None:
                          "val_accuracy_tta": float((tta_np(run, x).argmax(1) == y).mean()),
                          "file_bytes": sizes.get(name)})
     load_after = os.getloadavg()
+    what = "SYNTHETIC NEU-CLS val (written by write_neu_cls)" if synth_note else "NEU-CLS val"
     table = Table("runtime", "images/s (best)", "images/s (median)", "ms/image", "val acc", "val acc (TTA, 3x cost)",
-                  title=f"{args.model} ({meta.model} @ {meta.input_size[0]} px) on NEU-CLS val, n={len(y)}, "
+                  title=f"{args.model} ({meta.model} @ {meta.input_size[0]} px) on {what}, n={len(y)}, "
                         f"batch {args.batch}, {args.threads} threads")
     for r in rows:
         table.add_row(r["runtime"], f"{r['images_per_s']:.0f}", f"{r['images_per_s_median']:.0f}", f"{r['ms_per_image']:.2f}",
@@ -121,15 +150,22 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     import onnxruntime
 
-    out.write_text(json.dumps({
-        "model": args.model, "arch": meta.model, "image_size": meta.input_size[0], "data": args.data,
+    doc = {
+        "model": args.model, "arch": meta.model, "image_size": meta.input_size[0],
+        "data": "synthetic NEU-CLS in a temporary folder (write_neu_cls, seed 0)" if synth_note else args.data,
+        "synthetic": synth_note is not None, "synthetic_note": synth_note,
         "split": "val (n % 5 == 4)", "n_images": len(y), "threads": args.threads, "batch": args.batch,
         "repeats": args.repeats, "calibration": f"{len(calib)} training images (n % 5 in {{1, 2, 3}})",
         "preprocess_ms_per_image": preprocess_ms, "load_average_before": load_before, "load_average_after": load_after,
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "rows": rows,
-    }, indent=2) + "\n")
+    }
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SteelscanError as exc:  # bad input (a model or data folder that does not fit): its message, no traceback
+        sys.exit(f"classify_speed: {exc}")

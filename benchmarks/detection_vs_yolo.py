@@ -49,7 +49,7 @@ from steelscan.data.splits import split_items
 from steelscan.engine.fit import fit
 from steelscan.evaluate_detection import detect_images
 from steelscan.metrics import evaluate_detection, to_jsonable
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from steelscan.tasks.detection.data import load_samples
 
 REPO = Path(__file__).resolve().parents[1]

@@ -20,6 +20,10 @@ Achieved GFLOP/s counts the work each path really runs (FlopCounterMode, multipl
 the full model on the 256x1600 frame; tiled = encoder + presence head on every tile (padding included),
 decoder only on decoded tiles, so the gate's skipped work shows as speed, not as FLOPs.
 
+Data: `--data` (a Kaggle-layout Severstal folder). With no `--data` and no `out/synth-severstal` (a fresh
+clone), the frames are synthetic: `write_severstal` writes `--frames` (+ int8 calibration) 1600x256 frames,
+seed 0, into a temporary folder (well under a second), and every title and the JSON say "synthetic frames".
+
     .venv/bin/python benchmarks/throughput.py --model severstal --frames 30
 """
 
@@ -29,6 +33,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,17 +44,20 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from steelscan.core.errors import SteelscanError
 from steelscan.data.severstal import SeverstalDataset
+from steelscan.data.synthetic import write_severstal
 from steelscan.evaluate_segmentation import dice_report
 from steelscan.deploy.export import export_segmenter, quantize_int8
 from steelscan.deploy.predictors import load_predictor
 from steelscan.deploy.tiles import cut_tiles
 from steelscan.inspection.runner import frames_per_call
 from steelscan.postprocess import PostProcess, binarize
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 
 NEED_MPX_S = (20_000 / 0.5) * (2_000 / 0.5) / 1e6  # rows/s (20 m/s) x px/row (2 m), 0.5 mm/px: 160 Mpx/s
 VARIANTS = ("gate-off", "batch1", "int8", "frame-tile")
+DEFAULT_DATA = "out/synth-severstal"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -83,7 +91,9 @@ def best_pass(run, frames: list[np.ndarray], repeats: int) -> tuple[float, list]
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="severstal")
-    ap.add_argument("--data", default="out/synth-severstal")
+    ap.add_argument("--data", default=DEFAULT_DATA,
+                    help="Kaggle-layout Severstal folder; when the default is absent, synthetic frames are written "
+                         "to a temporary folder")
     ap.add_argument("--frames", type=int, default=30)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
@@ -98,6 +108,22 @@ def main(argv: list[str] | None = None) -> dict:
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
         ap.error(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
+    n_calib = args.calibration if "int8" in variants else 0
+    if not Path(args.data).exists() and args.data != DEFAULT_DATA:
+        ap.error(f"--data {args.data}: no such folder (expected a Kaggle-layout Severstal folder: train.csv + "
+                 f"train_images/); leave --data out to benchmark on synthetic frames")
+    with tempfile.TemporaryDirectory(prefix="steelscan-throughput-") as tmp:
+        synth_note = None
+        if not Path(args.data).exists():
+            summary = write_severstal(Path(tmp) / "synth-severstal", n=args.frames + n_calib, seed=0, workers=1)
+            synth_note = (f"{args.data} absent: {summary.n_images} synthetic frames written by write_severstal "
+                          f"(seed 0) to a temporary folder")
+            print(synth_note)
+            args.data = str(summary.out)
+        return _run(args, variants, n_calib, synth_note)
+
+
+def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note: str | None) -> dict:
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
 
@@ -106,13 +132,12 @@ def main(argv: list[str] | None = None) -> dict:
     pp = PostProcess.from_dict(meta.postprocess)
     tile = tuple(args.tile or meta.input_size)
     ds = SeverstalDataset.from_root(args.data)  # decode only the frames used, not the whole folder
-    n_calib = args.calibration if "int8" in variants else 0
     items = [ds[i] for i in range(min(len(ds), args.frames + n_calib))]
     frames, truths = [it["image"] for it in items[: args.frames]], [it["mask"] for it in items[: args.frames]]
     calib_frames = [it["image"] for it in items[args.frames :]] or frames  # fall back, said in the JSON
     h, w = frames[0].shape
     mean, std = meta.mean, meta.std
-    synthetic = "synth" in Path(args.data).resolve().name.lower()
+    synthetic = synth_note is not None or "synth" in Path(args.data).resolve().name.lower()
 
     peak = matmul_peak_gflops()
     x1 = torch.zeros(1, 1, h, w)
@@ -192,10 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
     base = rows[0]["frames_per_s"]
     for r in rows:
         r["speedup_vs_eager"] = r["frames_per_s"] / base
-    kind = "SYNTHETIC frames" if synthetic else "frames"
+    kind = "synthetic frames" if synthetic else "frames"
+    source = "a temporary folder (write_severstal, seed 0)" if synth_note else args.data
     table = Table("path", "frames/s", "Mpx/s", "ms/frame", "x eager", "tiles decoded", "GFLOP/s (% peak)",
                   "Dice (all-empty)",
-                  title=f"{args.model} ({meta.model}) on {len(frames)} {kind} {w}x{h} of {args.data}, "
+                  title=f"{args.model} ({meta.model}) on {len(frames)} {kind} {w}x{h} of {source}, "
                         f"tile {tile[0]}x{tile[1]}, {args.threads} threads",
                   caption=f"GFLOP/s = work actually run x frames/s: eager = full model per frame "
                           f"({frame_flops / 1e9:.1f} GFLOP); tiled = encoder + presence on all {n_tiles} tiles "
@@ -212,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{load_after[0]:.2f} after" + (f"; int8: {int8_note}" if int8_note else ""))
     import onnxruntime
 
-    doc = {"model": args.model, "arch": meta.model, "data": args.data, "synthetic": synthetic,
+    doc = {"model": args.model, "arch": meta.model, "data": source, "synthetic": synthetic,
+           "synthetic_note": synth_note,
            "n_frames": len(frames), "frame_shape": [h, w], "tile": list(tile), "tiles_per_frame": n_tiles,
            "gate_threshold": args.gate_threshold, "threads": args.threads, "batch": args.batch,
            "eager_batch": args.eager_batch, "repeats": args.repeats, "variants": variants, "int8": int8_note,
@@ -229,4 +256,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SteelscanError as exc:  # bad input (a model or data folder that does not fit): its message, no traceback
+        sys.exit(f"throughput: {exc}")

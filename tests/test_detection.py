@@ -21,7 +21,7 @@ from steelscan.models.layers import (
 )
 from steelscan.models import create_model, list_models
 from steelscan.engine.fit import fit
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from steelscan.tasks.detection.data import (
     DetectionSet, DetSample, blackout, collate_detection, flip_boxes, load_split_samples,
 )

@@ -238,7 +238,7 @@ def seg_run(tmp_path_factory) -> tuple[Path, Path]:
 
 def test_tiny_end_to_end_train_tune_evaluate_segment(seg_run, tmp_path, capsys):
     from steelscan.data.severstal import read_train_csv
-    from steelscan.runs import load_checkpoint
+    from steelscan.engine.runs import load_checkpoint
 
     run, syn = seg_run
     m = json.loads((run / "metrics.json").read_text())
@@ -302,7 +302,7 @@ def test_loss_study_trains_each_loss_and_tabulates(seg_run, tmp_path, capsys):
 
 
 def test_builtin_severstal_evaluates_offline_on_a_kaggle_folder(seg_run, tmp_path):
-    from steelscan.runs import BUILTIN_DIR, load_checkpoint
+    from steelscan.engine.runs import BUILTIN_DIR, load_checkpoint
 
     assert (BUILTIN_DIR / "severstal.pt").is_file() and (BUILTIN_DIR / "severstal.md").is_file()
     assert (BUILTIN_DIR / "severstal.pt").stat().st_size <= 40 * 2**20

@@ -259,7 +259,7 @@ def test_classify_and_detect_single_images(tmp_path, assets):
 
     from steelscan.models.detector import detector_normalise
     from steelscan.models import create_model
-    from steelscan.runs import save_checkpoint
+    from steelscan.engine.runs import save_checkpoint
 
     kw = {"num_classes": 7, "min_size": 64, "max_size": 64, "fpn_channels": 16, "representation_size": 32,
           "box_score_thresh": 0.0}

@@ -1,21 +1,21 @@
-"""Smoke test of benchmarks/throughput.py: 3 tiny synthetic frames, a random Lite0 U-Net, one pass."""
+"""Smoke test of benchmarks/throughput.py as a fresh clone runs it (no --data, no out/synth-severstal: it writes
+3 synthetic frames itself), with a random Lite0 U-Net and one pass."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
-from steelscan.data.synthetic import write_severstal
 from steelscan.models.segmenter import build_segmenter
 from steelscan.postprocess import PostProcess
-from steelscan.runs import save_checkpoint
+from steelscan.engine.runs import save_checkpoint
 from tests.conftest import load_benchmark
 
 
+@pytest.mark.slow
 def test_throughput_benchmark_smoke(tmp_path):
-    data = tmp_path / "synth"
-    write_severstal(data, n=3, seed=1, workers=1)
     torch.manual_seed(0)
     model = build_segmenter("unet_efficientnet_lite0")
     meta = {"task": "segmentation", "model": "unet_efficientnet_lite0",
@@ -26,11 +26,13 @@ def test_throughput_benchmark_smoke(tmp_path):
     save_checkpoint(ckpt, model, meta)
     out = tmp_path / "throughput.json"
     bench = load_benchmark("throughput")
-    bench.main(["--model", str(ckpt), "--data", str(data), "--frames", "3", "--repeats", "1", "--json", str(out)])
+    bench.DEFAULT_DATA = str(tmp_path / "absent")  # what a fresh clone sees: the default folder is missing
+    bench.main(["--model", str(ckpt), "--frames", "3", "--repeats", "1", "--json", str(out)])
 
     doc = json.loads(out.read_text())
     assert doc["matmul_peak_gflops"] > 0 and doc["flops_per_frame_eager"] > 0
-    assert doc["synthetic"] and doc["n_frames"] == 3
+    assert doc["synthetic"] and doc["n_frames"] == 3 and "synthetic frames" in doc["synthetic_note"]
+    assert not (tmp_path / "absent").exists()  # written to a temporary folder, gone afterwards
     paths = [r["path"] for r in doc["rows"]]
     assert len(paths) == 2 and paths[0].startswith("eager PyTorch") and paths[1].startswith("steelscan inspection")
     for r in doc["rows"]:

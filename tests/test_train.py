@@ -15,7 +15,7 @@ import torch
 
 from steelscan.cli import main
 from steelscan.config import load_config
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from steelscan.engine.dist import weight_digest as _weight_digest
 from steelscan.engine.fit import fit
 from tests.conftest import REPO, shared_data

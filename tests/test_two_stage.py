@@ -25,7 +25,7 @@ from steelscan.core.meta import ModelMeta
 from steelscan.deploy.predictors import ClassifierPredictor, DetectorPredictor, TorchBackend, load_predictor
 from steelscan.engine.fit import fit
 from steelscan.models.detector import LABEL_OFFSET
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from steelscan.two_stage import (
     defect_column, evaluate_two_stage, found_boxes, gate_probabilities, gate_settings, labelled_mix,
     severstal_tiles, two_stage_detect,

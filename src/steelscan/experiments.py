@@ -98,7 +98,7 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
     from steelscan.deploy.predictors import SegmenterPredictor
     from steelscan.evaluate_segmentation import evaluate_segmentation_model
     from steelscan.postprocess import PostProcess
-    from steelscan.runs import load_checkpoint
+    from steelscan.engine.runs import load_checkpoint
     from steelscan.engine.fit import fit
     from steelscan.tune import tune_postprocess
 

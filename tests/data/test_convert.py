@@ -13,7 +13,7 @@ from PIL import Image
 
 from steelscan.cli import main
 from steelscan.core.errors import DataError
-from steelscan.data import convert as convert_mod
+from steelscan.data.convert import coco as coco_writer
 from steelscan.data.convert import convert, write_data
 from steelscan.data.formats import Item, LabelledData, read_data
 from tests.conftest import shared_data
@@ -241,7 +241,7 @@ def test_a_failure_leaves_nothing_behind(tiny_voc, tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return (48, 64)
 
-    monkeypatch.setattr(convert_mod, "_size", lambda item: broken())
+    monkeypatch.setattr(coco_writer, "item_size", lambda item: broken())
     with pytest.raises(RuntimeError, match="disk full"):
         convert(tiny_voc, tmp_path / "out", "coco")
     assert list(tmp_path.iterdir()) == []  # neither DST nor the staging folder

@@ -16,7 +16,7 @@ from steelscan.deploy.predictors import (
 from steelscan.deploy.tiles import cut_tiles, stitch
 from steelscan.models import create_model
 from steelscan.postprocess import PostProcess
-from steelscan.runs import CHECKPOINT, load_checkpoint, load_meta, save_checkpoint
+from steelscan.engine.runs import CHECKPOINT, load_checkpoint, load_meta, save_checkpoint
 
 torch.set_num_threads(1)
 TOL = 1e-4

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from steelscan.engine.dist import weight_digest
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from tests.conftest import REPO
 
 RECIPES = {

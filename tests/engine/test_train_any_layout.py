@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from steelscan.cli import main
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from tests.layouts import EXPECT
 
 torch.set_num_threads(1)
@@ -129,3 +129,21 @@ def test_resume_continues_from_the_last_epoch(tiny_folders, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "nothing-here")]) == 2
     assert "steelscan: error:" in capsys.readouterr().err
+
+
+def test_evaluate_split_val_is_the_split_training_made(tiny_folders, tmp_path, capsys, monkeypatch):
+    """A stratified split depends on the seed: `evaluate --split val` takes the run's own seed from its config."""
+    from steelscan.tasks import evaluate as evaluate_module
+
+    run, _ = _train(["train", "--data", str(tiny_folders), "--out-dir", str(tmp_path / "runs"), *COMMON,
+                     *CASES["folders"][1], "--set", "seed=3"], capsys)
+    seen: dict[str, list[str]] = {}
+
+    class Spy:
+        def evaluate_items(self, model, meta, data, items, batch_size, tta):
+            seen["items"] = sorted(it.name for it in items)
+            return {"task": meta.task}
+
+    monkeypatch.setattr(evaluate_module, "get_task", lambda name: Spy())
+    evaluate_module.evaluate_model(run, tiny_folders, "val")
+    assert seen["items"] == json.loads((run / "split.json").read_text())["val"]

@@ -23,7 +23,8 @@ def command(
 ) -> None:
     """Classify images: prints a class and a probability per image.
 
-    Unreadable files and images of the wrong size are skipped with a logged warning; the rest are classified.
+    Unreadable files, decompression bombs and images below the model's minimum size are skipped with a logged
+    warning; images of another size are resized to the model's input as in training; the rest are classified.
     """
     from steelscan.deploy.inputs import collect_images, min_side_of, read_images
     from steelscan.deploy.predictors import load_predictor

@@ -17,7 +17,7 @@ def command(task: str = typer.Option(None, "--task", help="Only models of this t
     from rich.console import Console
 
     from steelscan.models import list_models, model_entry
-    from steelscan.runs import builtin_models
+    from steelscan.engine.runs import builtin_models
 
     con = Console()
     builtin = Table("name", "task", "classes", "input", "size", "model card", title="built-in models (--model NAME)")

@@ -45,7 +45,7 @@ def command(
 
     from steelscan.deploy.predictors import SegmenterPredictor, default_postprocess
     from steelscan.postprocess import PostProcess
-    from steelscan.runs import BUILTIN_DIR, load_checkpoint, resolve_model, save_checkpoint
+    from steelscan.engine.runs import BUILTIN_DIR, load_checkpoint, resolve_model, save_checkpoint
     from steelscan.tune import tune_postprocess
 
     setup_logging()

@@ -52,7 +52,7 @@ def command(
     from steelscan.tasks.detection.data import load_clean_images
     from steelscan.data.severstal import SeverstalDataset
     from steelscan.deploy.predictors import load_predictor
-    from steelscan.runs import write_json
+    from steelscan.engine.runs import write_json
     from steelscan.two_stage import defect_column, evaluate_two_stage, gate_settings, labelled_mix, severstal_tiles
 
     setup_logging()

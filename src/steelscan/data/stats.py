@@ -62,16 +62,13 @@ def compute_stats(path: str | Path, fmt: str | None = None, progress: bool = Fal
         raise DataError(f"data folder not found: {path}")
     strict_severstal = fmt is not None and fmt.strip().lower() == "severstal"
     name = format_name(fmt) if fmt else detect_format(path)
-    try:
-        severstal = _severstal_stats(path, progress) if strict_severstal else None  # Kaggle's own checks first
-    except FileNotFoundError as exc:  # the Severstal reader's missing folders and images: the user's data
-        raise DataError(str(exc)) from None
+    severstal = _severstal_stats(path, progress) if strict_severstal else None  # Kaggle's own checks first
     data = READERS[name].reader(path)
     stats = labelled_stats(data, progress)
     if severstal is None and _looks_severstal(data):
         try:
             severstal = _severstal_stats(path, progress)
-        except (SteelscanError, FileNotFoundError):
+        except SteelscanError:
             severstal = None  # the lenient reader's problems already say what is wrong
     if severstal is not None:
         _merge(stats, severstal)

@@ -3,7 +3,7 @@
     export.py      checkpoint -> artifact (`export_artifact`, `export_classifier`, `export_segmenter`, int8)
     artifact.py    the ModelMeta inside an artifact (`read_artifact`, `attach_meta`), ONNX Runtime sessions
     runtime.py     `SegmenterRuntime`: a segmenter artifact cut into gate and decoder
-    predictors.py  `ClassifierPredictor`, `DetectorPredictor`, `SegmenterPredictor`, `load_predictor`
+    predictors/    `ClassifierPredictor`, `DetectorPredictor`, `SegmenterPredictor`, `load_predictor`
     tiles.py       frames <-> fixed-size model tiles
     inputs.py      image files -> arrays for the predictors
 

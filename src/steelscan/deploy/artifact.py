@@ -62,15 +62,19 @@ def meta_of(proto: Any, source: str) -> ModelMeta:
 def read_artifact(path: str | Path, task: str | None = None) -> tuple[Any, ModelMeta]:
     """(ONNX proto, ModelMeta) of an exported artifact, checked for format, version and (if given) task."""
     import onnx
+    from google.protobuf.message import DecodeError
+    from onnx.checker import ValidationError
 
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"model artifact not found: expected an .onnx file from `steelscan export`, got {path}")
     if path.stat().st_size == 0:
         raise ModelFileError(f"{path} is empty (0 bytes): expected an .onnx file from `steelscan export`")
+    # Not a whole ONNX model: DecodeError (truncated, random or another format's bytes), ValidationError or
+    # ValueError (external data missing, outside the folder or shorter than its tensors), OSError (unreadable).
     try:
         proto = onnx.load(str(path))
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user error
+    except (DecodeError, ValidationError, ValueError, OSError) as exc:
         raise ModelFileError(f"{path} is not an ONNX model: {(str(exc).splitlines() or [''])[0][:200]}") from None
     meta = meta_of(proto, str(path))
     if task is not None and meta.task != task:

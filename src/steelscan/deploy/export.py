@@ -140,7 +140,7 @@ def export_artifact(model: str | Path, out: str | Path, fmt: str = "onnx", tile:
                     gate_threshold: float = DEFAULT_TILE_GATE_THRESHOLD) -> Path:
     """A checkpoint (run folder, .pt or built-in name) -> one artifact at `out`: ONNX, or OpenVINO IR
     (`out` with suffix .xml, and its .bin) converted from the ONNX graph with the same meta in its rt_info."""
-    from steelscan.runs import load_checkpoint
+    from steelscan.engine.runs import load_checkpoint
 
     check_format(fmt)
     net, meta = load_checkpoint(model)

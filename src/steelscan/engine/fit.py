@@ -31,9 +31,9 @@ from steelscan.engine.clock import TrainingClock
 from steelscan.engine.dist import any_rank, dist_info, gather_weight_digests
 from steelscan.engine.loop import train_one_epoch
 from steelscan.engine.optim import make_optimizer, make_scheduler
-from steelscan.progress import Tracked
+from steelscan.core.progress import Tracked
 from steelscan.models import create_model, list_models, model_entry
-from steelscan.runs import CHECKPOINT, new_run_dir, save_checkpoint, write_json
+from steelscan.engine.runs import CHECKPOINT, new_run_dir, save_checkpoint, write_json
 
 log = logging.getLogger("steelscan.train")
 LAST = "last.pt"
@@ -158,7 +158,8 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
         clock.start()
         losses = train_one_epoch(net, batches, optimizer, job.step, device, scheduler, cfg.train.grad_accum, scaler,
                                  cfg.train.max_steps, cfg.train.clip_grad_norm or job.clip_grad_norm,
-                                 stop=clock.exhausted if clock.budget_s is not None else None, world=world)
+                                 stop=clock.exhausted if clock.budget_s is not None else None, world=world,
+                                 log_every=50 if progress else 0)
         clock.pause()
         out_of_time = any_rank(clock.exhausted(), world)
         if rank == 0:

@@ -9,7 +9,7 @@ from steelscan.config import load_config
 from steelscan.core.errors import DataError
 from steelscan.data.formats import read_data
 from steelscan.data.splits import split_items
-from steelscan.runs import load_checkpoint
+from steelscan.engine.runs import load_checkpoint
 from steelscan.tasks.base import get_task
 
 SPLITS = ("train", "val", "test", "all")
@@ -31,8 +31,10 @@ def evaluate_model(model: str | Path, data_root: str | Path, split: str = "all",
     items = data.items
     if split != "all":
         run_cfg = Path(model) / "config.yaml"
-        d = load_config(run_cfg).data if run_cfg.is_file() else None
-        parts = split_items(data, d.val_fraction if d else 0.2, 0, d.val_remainders if d else (4,))
+        cfg = load_config(run_cfg) if run_cfg.is_file() else None
+        d = cfg.data if cfg else None
+        # the run's own seed: a stratified split depends on it, and --split val must be the images training chose
+        parts = split_items(data, d.val_fraction if d else 0.2, cfg.seed if cfg else 0, d.val_remainders if d else (4,))
         items = getattr(parts, split)
         if not items:
             raise DataError(f"{data_root} has no {split} images ({data.format} data; its own splits: "

@@ -6,9 +6,9 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from steelscan.core.errors import DataError
+from steelscan.core.errors import DataError, ImageError
+from steelscan.core.images import image_size as read_image_size
 from steelscan.data.formats.base import IMAGE_SUFFIXES, Problem
 
 # Folder / file names that mean a split. Exports spell validation several ways (Roboflow: "valid").
@@ -87,23 +87,12 @@ def describe(folder: Path, limit: int = 8) -> str:
 
 def image_size(path: Path, name: str, problems: list[Problem]) -> tuple[int, int] | None:
     """(height, width) from the image header (no pixel decode); None, with an `unreadable_image` problem, when
-    the file is missing, empty or not an image PIL knows."""
+    the file is missing, empty or not an image the package reads (`steelscan.core.images.image_size`)."""
     try:
-        if path.stat().st_size == 0:
-            problems.append(Problem("unreadable_image", name, "expected an image, got an empty (0 byte) file"))
-            return None
-        with Image.open(path) as im:
-            width, height = im.size
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        problems.append(Problem("unreadable_image", name, f"not a readable image: {exc}"))
+        return read_image_size(path)
+    except ImageError as exc:
+        problems.append(Problem("unreadable_image", name, str(exc)))
         return None
-    except OSError as exc:
-        problems.append(Problem("unreadable_image", name, f"cannot read the file: {exc.strerror or exc}"))
-        return None
-    if width < 1 or height < 1:
-        problems.append(Problem("unreadable_image", name, f"expected a positive image size, got {width}x{height}"))
-        return None
-    return height, width
 
 
 def check_box(

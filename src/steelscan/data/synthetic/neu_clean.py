@@ -3,7 +3,7 @@
 NEU has no defect-free image, so the gate's "clean" class is made here: the background of a NEU class's
 photographs (grain, mottling, banding, lighting) with no defect drawn. Each image takes the style of a
 random class, so the gate cannot learn "this style means clean". Written as OUT/clean_1.bmp ...;
-`steelscan.data.detection.load_clean_images` and `data.clean_root` read such a folder.
+`steelscan.tasks.detection.data.load_clean_images` and `data.clean_root` read such a folder.
 
 Determinism as in `writers`: image `number` comes from `image_rng(seed, "neu-clean", number)` alone.
 """

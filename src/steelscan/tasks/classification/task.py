@@ -178,8 +178,8 @@ def _make_loss(cfg: RunConfig, train_labels: list[int], n_classes: int) -> nn.Mo
 
 
 def _cutout_boxes(cfg: RunConfig, data: LabelledData, items: list[Item]) -> dict[str, Any]:
-    """Boxes for the improved cutout: the items' own (class folders converted from detection data carry none),
-    or NEU-DET's boxes of the same photograph (class name and number) from augment.det_root."""
+    """Boxes for the improved cutout, which class-level labels do not hold: NEU-DET's boxes of the same
+    photograph (its class name and NEU number) from augment.det_root, keyed by the item's name."""
     if not cfg.augment.det_root:
         raise ConfigError("augment.improved_cutout needs defect boxes: set augment.det_root to a NEU-DET folder")
     det = read_data(cfg.augment.det_root)

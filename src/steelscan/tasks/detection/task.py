@@ -91,7 +91,7 @@ class DetectionTask:
         a = cfg.augment
         train = DetectionSet(train_samples, train=True, hflip=a.hflip, vflip=a.vflip,
                              brightness_contrast=a.brightness_contrast, blackout_p=a.defect_blackout)
-        sides = data_sides(train_items)
+        sides = data_sides(train_items or split.train)  # data.empty_annotations: skip may leave only clean images
         kwargs = detection_model_kwargs(cfg, len(names), in_chans, sides)
         defaults = model_defaults(cfg.model.name)
         # input_size: the native size trained on (the model resizes by min_size/max_size itself).

@@ -27,7 +27,7 @@ from steelscan.core.meta import ModelMeta
 from steelscan.models import create_model
 
 CHECKPOINT = "model.pt"
-BUILTIN_DIR = Path(__file__).parent / "weights"
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "weights"  # src/steelscan/weights (package data)
 
 
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
