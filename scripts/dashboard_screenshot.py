@@ -20,7 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from steelscan.cli.inspect import resolve_artifact  # noqa: E402
+from steelscan.deploy.export import artifact_for_frames  # noqa: E402
 from steelscan.service.app import create_app  # noqa: E402
 from steelscan.service.settings import Settings  # noqa: E402
 from tests.service_helpers import served  # noqa: E402
@@ -41,7 +41,7 @@ def main() -> None:
     body = {"coil_id": m["coil_id"], "frame_width": m["frame_width_px"], "frame_height": m["frame_height_px"],
             **{k: m[k] for k in ("mm_per_px_across", "mm_per_px_along", "strip_width_mm", "frame_overlap_px",
                                  "strip_edges_px")}}
-    app = create_app(Settings(artifact=resolve_artifact("severstal", work, (m["frame_height_px"], m["frame_width_px"])), db=str(work / "r.db"),
+    app = create_app(Settings(artifact=artifact_for_frames("severstal", work, (m["frame_height_px"], m["frame_width_px"])), db=str(work / "r.db"),
                               data_dir=work / "data"))
     with served(app) as url, httpx.Client(base_url=url, timeout=120) as api, sync_playwright() as p:
         api.post("/v1/coils", json=body).raise_for_status()

@@ -192,7 +192,7 @@ def test_tta_is_a_mean_of_flipped_back_probabilities_and_ensembles_average():
 
 
 def test_submission_csv_round_trips_through_the_rle_decoder(tmp_path):
-    from steelscan.cli.segment import write_submission
+    from steelscan.data.severstal import write_submission
     from steelscan.data.rle import rle_decode
 
     rng = np.random.default_rng(1)

@@ -19,6 +19,7 @@ left strip edge), area_mm2 (length_mm and width_mm are not needed here).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steelscan.config import read_yaml_mapping
-from steelscan.core.errors import SteelscanError
+from steelscan.core.errors import DataError, SteelscanError
 
 DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
 
@@ -191,3 +192,32 @@ def grade_coil(defects: Sequence[dict], length_m: float, width_mm: float, rules:
     return GradeResult(grade, grade in rules.pass_grades, round(score, 4), decided,
                        {k: {kk: round(v, 4) if isinstance(v, float) else v for kk, v in s.items()}
                         for k, s in sorted(stats.items())}, rules.product)
+
+
+def read_defect_list(path: Path) -> tuple[dict, list[dict]]:
+    """(coil, defects) from the JSON `steelscan inspect` writes: {"coil": {length_m, strip_width_mm, ...},
+    "defects": [{class, along_m, across_mm, area_mm2, ...}, ...]}."""
+    if not path.is_file():
+        raise DataError(f"defect list not found: {path}")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not JSON: {exc}") from None
+    except OSError as exc:
+        raise DataError(f"cannot read the defect list {path}: {exc.strerror or exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("coil"), dict) or not isinstance(doc.get("defects"), list):
+        raise DataError(f"{path}: expected a JSON object with 'coil' (an object) and 'defects' (a list), as "
+                        "`steelscan inspect` writes")
+    coil = doc["coil"]
+    for key in ("length_m", "strip_width_mm"):
+        if not isinstance(coil.get(key), (int, float)):
+            raise DataError(f"{path}: coil.{key} must be a number, got {coil.get(key)!r}")
+    need = ("class", "along_m", "across_mm", "area_mm2")
+    for i, d in enumerate(doc["defects"]):
+        missing = [k for k in need if not isinstance(d, dict) or k not in d]
+        if missing:
+            raise DataError(f"{path}: defect {i} lacks {', '.join(missing)}")
+        bad = [k for k in need[1:] if not isinstance(d[k], (int, float))]
+        if bad:
+            raise DataError(f"{path}: defect {i}: {', '.join(bad)} must be numbers")
+    return coil, doc["defects"]

@@ -9,36 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from steelscan.core.errors import DataError
-
-
-def read_defect_list(path: Path) -> tuple[dict, list[dict]]:
-    """(coil, defects) from the JSON `steelscan inspect` writes: {"coil": {length_m, strip_width_mm, ...},
-    "defects": [{class, along_m, across_mm, area_mm2, ...}, ...]}."""
-    if not path.is_file():
-        raise DataError(f"defect list not found: {path}")
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path} is not JSON: {exc}") from None
-    except OSError as exc:
-        raise DataError(f"cannot read the defect list {path}: {exc.strerror or exc}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("coil"), dict) or not isinstance(doc.get("defects"), list):
-        raise DataError(f"{path}: expected a JSON object with 'coil' (an object) and 'defects' (a list), as "
-                        "`steelscan inspect` writes")
-    coil = doc["coil"]
-    for key in ("length_m", "strip_width_mm"):
-        if not isinstance(coil.get(key), (int, float)):
-            raise DataError(f"{path}: coil.{key} must be a number, got {coil.get(key)!r}")
-    need = ("class", "along_m", "across_mm", "area_mm2")
-    for i, d in enumerate(doc["defects"]):
-        missing = [k for k in need if not isinstance(d, dict) or k not in d]
-        if missing:
-            raise DataError(f"{path}: defect {i} lacks {', '.join(missing)}")
-        bad = [k for k in need[1:] if not isinstance(d[k], (int, float))]
-        if bad:
-            raise DataError(f"{path}: defect {i}: {', '.join(bad)} must be numbers")
-    return coil, doc["defects"]
 
 
 def print_grade(result, console: Console) -> None:
@@ -63,6 +33,8 @@ def command(
     from steelscan.grading import grade_coil, load_rules
 
     rule_set = load_rules(rules)  # a bad rules file fails before the defect list is read
+    from steelscan.grading import read_defect_list
+
     coil, items = read_defect_list(defects)
     result = grade_coil(items, float(coil["length_m"]), float(coil["strip_width_mm"]), rule_set)
     print_grade(result, Console())

@@ -14,22 +14,6 @@ from steelscan.cli._common import setup_logging
 DEFAULT_MODEL = "severstal"
 
 
-def resolve_artifact(model: str, out: Path, frame_shape: tuple[int, int] | None = None) -> Path:
-    """An .onnx artifact as given, else export the checkpoint (run folder, .pt, built-in) into OUT once, with
-    the whole frame as its tile where the model takes it (see `whole_frame_tile`)."""
-    from steelscan.deploy.export import export_artifact
-    from steelscan.deploy.tiles import whole_frame_tile
-
-    if model.endswith(".onnx"):
-        return Path(model)
-    tile = whole_frame_tile(frame_shape) if frame_shape else None
-    suffix = f"_{tile[0]}x{tile[1]}" if tile else ""
-    target = out / f"{Path(model).name.removesuffix('.pt')}{suffix}.onnx"
-    if not target.is_file():
-        export_artifact(model, target, "onnx", tile)
-    return target
-
-
 def command(
     coil_dir: Path = typer.Argument(..., help="Coil folder: numbered frames (frames/000000.png ...) + manifest.yaml"),
     out: Path = typer.Option(..., "--out", help="Folder for defects.json, the report and the records"),
@@ -65,7 +49,9 @@ def command(
                  "frame_overlap_px": overlap, "surface_side": side}
     coil, paths = open_coil(coil_dir, manifest, overrides, coil_id)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = load_predictor(resolve_artifact(model, out, coil.frame_shape), backend="onnx", task="segmentation",
+    from steelscan.deploy.export import artifact_for_frames
+
+    predictor = load_predictor(artifact_for_frames(model, out, coil.frame_shape), backend="onnx", task="segmentation",
                                gate=gate, batch_size=batch)
     store = Store(db or str(out / "records.db"))
     con = Console()

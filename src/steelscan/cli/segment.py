@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import typer
@@ -11,20 +10,6 @@ from rich.table import Table
 
 from steelscan.cli._common import setup_logging
 from steelscan.core.errors import ConfigError, ModelFileError
-
-
-def write_submission(path: Path, rows: list[tuple[str, list]]) -> None:
-    """Kaggle's submission CSV: ImageId,ClassId,EncodedPixels, one row per image and class (empty = no defect)."""
-    from steelscan.data.rle import rle_encode
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["ImageId", "ClassId", "EncodedPixels"])
-        for image_id, masks in rows:
-            for k, m in enumerate(masks):
-                w.writerow([image_id, k + 1, rle_encode(m)])
-    tmp.replace(path)  # a killed run never leaves half a submission
 
 
 def command(
@@ -98,6 +83,8 @@ def command(
                                    + "; ".join(f"{p.name} ({why})" for p, why in skipped))
     if submission is not None:
         submission.parent.mkdir(parents=True, exist_ok=True)
+        from steelscan.data.severstal import write_submission
+
         write_submission(submission, [(p.name, m) for p, m in zip(paths, masks)])
         con.print(f"submission: {submission}")
     con.print(f"masks and overlays: {out}")

@@ -34,7 +34,7 @@ def command(
     """
     import uvicorn
 
-    from steelscan.cli.inspect import resolve_artifact
+    from steelscan.deploy.export import artifact_for_frames
     from steelscan.config import read_yaml_mapping
     from steelscan.grading import load_rules
     from steelscan.service.app import create_app
@@ -52,7 +52,7 @@ def command(
     data_dir.mkdir(parents=True, exist_ok=True)
     frame_shape = (int(geometry["frame_height"]), int(geometry["frame_width"]))
     settings = Settings(
-        artifact=resolve_artifact(model, data_dir, frame_shape), db=db or str(data_dir / "records.db"), data_dir=data_dir,
+        artifact=artifact_for_frames(model, data_dir, frame_shape), db=db or str(data_dir / "records.db"), data_dir=data_dir,
         rules=rules, token=token, geometry=geometry, classifier=classifier, detector=detector, threads=threads,
         max_batch_frames=batch_frames,
         limits=Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, request_timeout_s=timeout),

@@ -10,25 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from steelscan.cli._common import setup_logging
-from steelscan.core.errors import ConfigError, DataError, ModelFileError
-
-
-def load_severstal_split(data: list[Path], split: str) -> list:
-    """Samples of segmentation folders, restricted to one side of their split ("all" keeps every image)."""
-    from steelscan.tasks.segmentation.data import load_split_samples
-
-    if split not in ("all", "train", "val", "test"):
-        raise ConfigError(f"--split expects all, train, val or test, got {split!r}")
-    samples = load_split_samples(list(data), split)
-    if not samples:
-        raise DataError(f"no images in {', '.join(map(str, data))} for --split {split}")
-    return samples
+from steelscan.core.errors import ModelFileError
 
 
 def command(
     run: Path = typer.Argument(..., help="Run folder or checkpoint file of a segmenter (it is updated in place)"),
-    data: list[Path] = typer.Option(..., "--data", help="Kaggle-layout folder(s): train.csv + train_images/"),
-    split: str = typer.Option("val", "--split", help="val/train: our crc32 split of the folders; all: every image"),
+    data: list[Path] = typer.Option(..., "--data", help="Segmentation folder(s): RLE CSV (Kaggle layout) or mask PNGs"),
+    split: str = typer.Option("val", "--split", help="val/train/test: the folders' split as training made it; all: every image"),
     folds: int = typer.Option(5, "--folds", min=2, help="Cross-validation folds for the honest estimate"),
     gate: str = typer.Option(None, "--gate", help="none, hard or soft (default: the model's)"),
     min_component: int = typer.Option(None, "--min-component", min=0, help="Remove components below this (px)"),
@@ -46,6 +34,7 @@ def command(
     from steelscan.deploy.predictors import SegmenterPredictor, default_postprocess
     from steelscan.postprocess import PostProcess
     from steelscan.engine.runs import BUILTIN_DIR, load_checkpoint, resolve_model, save_checkpoint
+    from steelscan.tasks.segmentation.data import load_split_samples
     from steelscan.tune import tune_postprocess
 
     setup_logging()
@@ -55,7 +44,7 @@ def command(
     net, meta = load_checkpoint(path)
     if meta.task != "segmentation":
         raise ModelFileError(f"tune needs a segmentation model, got a {meta.task} model from {run}")
-    samples = load_severstal_split(data, split)
+    samples = load_split_samples(list(data), split, in_chans=meta.in_chans)
     base = PostProcess.from_dict(meta.postprocess) if meta.postprocess else default_postprocess(meta.num_classes)
     changes = {k: v for k, v in (("gate", gate), ("min_component", min_component), ("tta", tta)) if v is not None}
     base = replace(base, **changes)

@@ -20,7 +20,7 @@ import numpy as np
 
 from steelscan.data.classes import SEVERSTAL_CLASSES, SEVERSTAL_SHAPE
 from steelscan.data.neu import load_grey_image
-from steelscan.data.rle import rle_decode
+from steelscan.data.rle import rle_decode, rle_encode
 from steelscan.core.errors import DataError, SteelscanError
 
 log = logging.getLogger(__name__)
@@ -328,3 +328,15 @@ def mask_to_boxes(mask: np.ndarray, min_area: int = 0) -> tuple[np.ndarray, np.n
                 boxes.append((x, y, x + w, y + h))
                 labels.append(k)
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(labels, dtype=np.int64)
+
+
+def write_submission(path: Path, rows: list[tuple[str, list]]) -> None:
+    """Kaggle's submission CSV: ImageId,ClassId,EncodedPixels, one row per image and class (empty = no defect)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ImageId", "ClassId", "EncodedPixels"])
+        for image_id, masks in rows:
+            for k, m in enumerate(masks):
+                w.writerow([image_id, k + 1, rle_encode(m)])
+    tmp.replace(path)  # a killed run never leaves half a submission

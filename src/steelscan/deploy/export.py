@@ -187,3 +187,18 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, ski
     art = meta.artifact.model_copy(update={"quantization": "int8 static QDQ, per-channel"})
     attach_meta(Path(dst), meta.model_copy(update={"artifact": art}))
     return Path(dst)
+
+
+def artifact_for_frames(model: str, out: Path, frame_shape: tuple[int, int] | None = None) -> Path:
+    """An .onnx artifact as given, else export the checkpoint (run folder, .pt, built-in) into OUT once, with
+    the whole frame as its tile where the model takes it (see `whole_frame_tile`)."""
+    from steelscan.deploy.tiles import whole_frame_tile
+
+    if model.endswith(".onnx"):
+        return Path(model)
+    tile = whole_frame_tile(frame_shape) if frame_shape else None
+    suffix = f"_{tile[0]}x{tile[1]}" if tile else ""
+    target = out / f"{Path(model).name.removesuffix('.pt')}{suffix}.onnx"
+    if not target.is_file():
+        export_artifact(model, target, "onnx", tile)
+    return target

@@ -143,6 +143,8 @@ def load_split_samples(roots: list[str | Path], split: str = "val", in_chans: in
     from steelscan.data.formats import read_data
     from steelscan.data.splits import split_items
 
+    if split not in ("all", "train", "val", "test"):
+        raise DataError(f"split must be all, train, val or test, got {split!r}")
     out: list[SegSample] = []
     names = None
     for root in roots:
@@ -154,4 +156,6 @@ def load_split_samples(roots: list[str | Path], split: str = "val", in_chans: in
         names = data.class_names
         items = data.items if split == "all" else getattr(split_items(data, val_fraction, 0, val_remainders), split)
         out += load_samples(items, len(names), in_chans, Path(root).resolve().name)
+    if not out:
+        raise DataError(f"no images in {', '.join(map(str, roots))} for the split {split!r}")
     return out
