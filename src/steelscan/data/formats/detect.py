@@ -12,7 +12,7 @@ import yaml
 from steelscan.core.errors import DataError
 from steelscan.data.formats.base import LabelledData
 from steelscan.data.formats.coco import find_jsons, read_coco
-from steelscan.data.formats.common import child, describe, is_image, list_images
+from steelscan.data.formats.common import child, describe, is_image
 from steelscan.data.formats.folders import class_folders, read_folders
 from steelscan.data.formats.masks import read_masks
 from steelscan.data.formats.neu import read_neu_cls, read_neu_det
@@ -61,11 +61,14 @@ def _yaml_keys(path: Path) -> set[str]:
 
 
 def _has_class_folders(root: Path) -> bool:
+    """Class folders: at least two, and most of them, hold images directly. A folder of run folders or other
+    nested outputs (images only deeper down) is not a data set; `format="folders"` still reads one."""
     try:
         pairs = class_folders(root)
     except DataError:
         return False
-    return any(list_images(folder) for _, folder in pairs)
+    direct = sum(any(is_image(p) for p in folder.iterdir() if p.is_file()) for _, folder in pairs)
+    return direct >= 2 and 2 * direct > len(pairs)
 
 
 def detect_format(root: str | Path) -> str:
@@ -106,7 +109,7 @@ def detect_format(root: str | Path) -> str:
         f"{root}: cannot tell the data format. Expected one of: data.yaml (YOLO); annotations/*.json or "
         f"*/_annotations.coco.json (COCO); Annotations/ + JPEGImages/ (VOC); ANNOTATIONS/ + IMAGES/ (NEU-DET); "
         f"images/ + masks/ (masks); train.csv + train_images/ (RLE); Cr_1.bmp ... (NEU-CLS); one folder of "
-        f"images per class (folders). The folder holds {describe(root)}. Pass format= to force one."
+        f"images per class (folders). The folder holds {describe(root)}. Pass --format (data.format in a recipe) to force one."
     )
 
 
