@@ -18,14 +18,20 @@ torch.set_num_threads(1)
 COMMON = ["--epochs", "1", "--set", "train.max_steps=2", "--set", "train.batch_size=2", "--set", "train.threads=1"]
 # Tiny settings per task; classes, channels, input size (classification), min/max size (detection) and the crop
 # (masks) are left to the data.
+CLS = ["--model", "mobilenetv3_small", "--set", "data.image_size=32"]
+DET = ["--model", "frcnn_mobilenetv3_large", "--set", "optim.lr=0.005",
+       "--set", "detector.fpn_channels=16", "--set", "detector.representation_size=32",
+       "--set", "detector.rpn_pre_nms_top_n_train=50", "--set", "detector.rpn_post_nms_top_n_train=20",
+       "--set", "detector.rpn_pre_nms_top_n_test=20", "--set", "detector.rpn_post_nms_top_n_test=10",
+       "--set", "detector.box_batch_size_per_image=16", "--set", "detector.n_samples=2",
+       "--set", "detector.frozen_stages=0", "--set", "detector.freeze_bn=false"]
 CASES = {
-    "folders": ("classification", ["--model", "mobilenetv3_small", "--set", "data.image_size=32"]),
-    "yolo": ("detection", ["--model", "frcnn_mobilenetv3_large", "--set", "optim.lr=0.005",
-                           "--set", "detector.fpn_channels=16", "--set", "detector.representation_size=32",
-                           "--set", "detector.rpn_pre_nms_top_n_train=50", "--set", "detector.rpn_post_nms_top_n_train=20",
-                           "--set", "detector.rpn_pre_nms_top_n_test=20", "--set", "detector.rpn_post_nms_top_n_test=10",
-                           "--set", "detector.box_batch_size_per_image=16", "--set", "detector.n_samples=2",
-                           "--set", "detector.frozen_stages=0", "--set", "detector.freeze_bn=false"]),
+    "folders": ("classification", CLS),
+    "folders_split": ("classification", CLS),
+    "yolo": ("detection", DET),
+    "yolo_dict": ("detection", DET),
+    "coco": ("detection", DET),
+    "voc": ("detection", DET),
     "rle": ("segmentation", ["--model", "unet_resnet18", "--set", "segmentation.crop=[64,64]",
                              "--set", "segmentation.min_area=[0]"]),
     "masks": ("segmentation", ["--model", "unet_resnet18", "--set", "segmentation.min_area=[0]"]),
@@ -64,7 +70,7 @@ def test_a_recipe_without_data_root_is_a_one_line_error(tmp_path, capsys):
 def test_train_data_alone_then_evaluate(layout, tmp_path, capsys, request):
     root = request.getfixturevalue(f"tiny_{layout}")
     task, extra = CASES[layout]
-    expect = EXPECT[layout]
+    expect = EXPECT[layout.removesuffix("_dict")]  # yolo_dict: the yolo set with names as a mapping
     run, log = _train(["train", "--data", str(root), "--out-dir", str(tmp_path / "runs"), *COMMON, *extra], capsys)
     if expect["problems"]:
         n = sum(expect["problems"].values())
