@@ -39,7 +39,7 @@ from steelscan.core.errors import SteelscanError
 from steelscan.data.neu import is_heldout, neu_split
 from steelscan.data.synthetic import write_neu_cls
 from steelscan.data.neu import list_neu_cls, load_grey_image
-from steelscan.evaluate import predict_logits
+from steelscan.tasks.classification.evaluate import predict_logits
 from steelscan.deploy.artifact import ort_session
 from steelscan.deploy.export import export_classifier, quantize_int8
 from steelscan.deploy.predictors import ClassifierPredictor, OnnxBackend

@@ -47,7 +47,7 @@ from steelscan.data.classes import NEU_CLASSES
 from steelscan.data.formats import read_data
 from steelscan.data.splits import split_items
 from steelscan.engine.fit import fit
-from steelscan.evaluate_detection import detect_images
+from steelscan.tasks.detection.evaluate import detect_images
 from steelscan.metrics import evaluate_detection, to_jsonable
 from steelscan.engine.runs import load_checkpoint
 from steelscan.tasks.detection.data import load_samples

@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from steelscan.core.errors import SteelscanError
 from steelscan.data.severstal import SeverstalDataset
 from steelscan.data.synthetic import write_severstal
-from steelscan.evaluate_segmentation import dice_report
+from steelscan.tasks.segmentation.evaluate import dice_report
 from steelscan.deploy.export import export_segmenter, quantize_int8
 from steelscan.deploy.predictors import load_predictor
 from steelscan.deploy.tiles import cut_tiles

@@ -14,7 +14,7 @@ from steelscan.core.errors import SteelscanError
 from steelscan.data.formats.base import Item
 from steelscan.data.neu import neu_split
 from steelscan.data.transforms import improved_cutout
-from steelscan.evaluate import predict_logits
+from steelscan.tasks.classification.evaluate import predict_logits
 from steelscan.tasks.classification.data import balanced_sampler, class_weights, oversample
 
 

@@ -16,7 +16,7 @@ ALLOWED = {
     "losses": {"core"},
     "models": {"core", "data"},
     "engine": {"core", "data", "models", "config"},
-    "deploy": {"core", "data", "models", "metrics", "postprocess", "engine", "evaluate"},
+    "deploy": {"core", "data", "models", "metrics", "postprocess", "engine"},
 }
 
 

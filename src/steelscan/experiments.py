@@ -96,7 +96,7 @@ def run_loss_study(config: str | Path, out: str | Path, overrides: list[str] = (
     from steelscan.config import load_config
     from steelscan.tasks.segmentation.data import load_split_samples
     from steelscan.deploy.predictors import SegmenterPredictor
-    from steelscan.evaluate_segmentation import evaluate_segmentation_model
+    from steelscan.tasks.segmentation.evaluate import evaluate_segmentation_model
     from steelscan.postprocess import PostProcess
     from steelscan.engine.runs import load_checkpoint
     from steelscan.engine.fit import fit

@@ -36,7 +36,7 @@ def command(
 
     from steelscan.deploy.inputs import collect_images, min_side_of, read_images
     from steelscan.deploy.predictors import load_predictor
-    from steelscan.detection_plots import draw_detections
+    from steelscan.tasks.detection.plots import draw_detections
     from steelscan.two_stage import defect_column, gate_settings, two_stage_detect
 
     setup_logging()

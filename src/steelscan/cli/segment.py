@@ -32,7 +32,7 @@ def command(
     from steelscan.deploy.inputs import collect_images, min_side_of, read_images
     from steelscan.deploy.predictors import group_by_shape, load_predictor
     from steelscan.postprocess import ensemble_mean
-    from steelscan.segmentation_plots import overlay
+    from steelscan.tasks.segmentation.plots import overlay
 
     setup_logging()
     files = collect_images(inputs)

@@ -26,7 +26,7 @@ from steelscan.deploy.predictors import ClassifierPredictor
 from steelscan.data.formats.base import Item, LabelledData
 from steelscan.data.splits import SplitResult
 from steelscan.engine.loop import supervised_step
-from steelscan.evaluate import evaluate
+from steelscan.tasks.classification.evaluate import evaluate
 from steelscan.losses import create_loss
 from steelscan.metrics import classification_metrics
 from steelscan.models import model_defaults

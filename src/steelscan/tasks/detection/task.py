@@ -24,8 +24,8 @@ from steelscan.core.meta import ModelMeta
 from steelscan.data.formats.base import Item, LabelledData
 from steelscan.data.splits import SplitResult
 from steelscan.deploy.predictors import DetectorPredictor
-from steelscan.detection_plots import plot_detection_history, plot_pr_curves, save_detection_grid
-from steelscan.evaluate_detection import detection_summary, evaluate_detection_model
+from steelscan.tasks.detection.plots import plot_detection_history, plot_pr_curves, save_detection_grid
+from steelscan.tasks.detection.evaluate import detection_summary, evaluate_detection_model
 from steelscan.models import model_defaults
 from steelscan.models.detector import LABEL_OFFSET
 from steelscan.tasks.base import Job, class_index, register_task, require_images

@@ -23,11 +23,11 @@ from steelscan.core.meta import ModelMeta
 from steelscan.data.formats.base import Item, LabelledData
 from steelscan.data.splits import SplitResult
 from steelscan.engine.loop import supervised_step
-from steelscan.evaluate_segmentation import evaluate_segmentation_model
+from steelscan.tasks.segmentation.evaluate import evaluate_segmentation_model
 from steelscan.losses import SegmentationLoss, create_loss
 from steelscan.models import model_defaults
 from steelscan.postprocess import PostProcess
-from steelscan.segmentation_plots import plot_segmentation_history, save_overlay_grid
+from steelscan.tasks.segmentation.plots import plot_segmentation_history, save_overlay_grid
 from steelscan.tasks.augment import crop_transform
 from steelscan.tasks.base import Job, class_index, register_task, require_images
 from steelscan.tasks.classification.task import RECIPES, data_channels

@@ -1,6 +1,6 @@
 """Detection pictures: boxes drawn on images (OpenCV), PR curves per class and training history (matplotlib, Agg).
 
-Detections and truths are the dicts of `steelscan.evaluate_detection` (boxes [D, 4] xyxy pixels, labels as
+Detections and truths are the dicts of `steelscan.tasks.detection.evaluate` (boxes [D, 4] xyxy pixels, labels as
 NEU_CLASSES indices, scores [D]).
 """
 

@@ -49,7 +49,7 @@ def legend_bar(width: int, class_names: list[str]) -> np.ndarray:
 def save_overlay_grid(model, meta: dict, samples: list, out: Path, n: int = 6, device="cpu") -> None:
     """Up to `n` validation strips (defective ones first) with predicted fills and true outlines."""
     from steelscan.deploy.predictors import SegmenterPredictor
-    from steelscan.evaluate_segmentation import segment_masks
+    from steelscan.tasks.segmentation.evaluate import segment_masks
 
     chosen = sorted(samples, key=lambda s: (not s.mask.any(), s.image_id))[:n]
     if not chosen:
