@@ -255,7 +255,7 @@ def test_weights_follow_the_module_to_a_device_and_stay_out_of_state_dict():
     ],
 )
 def test_bad_input_raises_with_expected_and_got(call, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(SteelscanError, match=message):
         call()
 
 

