@@ -42,6 +42,7 @@ from steelscan.core.errors import ImageError
 log = logging.getLogger("steelscan.images")
 
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # the file names every reader lists
 DEFAULT_MAX_PIXELS = 1 << 26  # 64 Mpx: a 16384 x 4096 line-scan frame; 192 MB as RGB
 MIN_MODEL_SIDE = 8  # the smallest side of an image given to a model (classify, detect, segment): 1x1 is a mistake
 REASONS = ("not_found", "not_a_file", "unreadable", "empty", "format", "too_large", "too_small", "depth",

@@ -21,9 +21,8 @@ import numpy as np
 
 from steelscan.data.classes import NEU_CLASSES, NEU_CLS_PREFIXES, NEU_IMAGE_SIZE, NEU_PREFIX_TO_CLASS
 from steelscan.core.errors import DataError, ImageError, SteelscanError
-from steelscan.core.images import read_image
+from steelscan.core.images import IMAGE_SUFFIXES, read_image
 
-IMAGE_SUFFIXES = (".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff")
 _NAME = re.compile(r"^(?P<cls>.+?)_(?P<num>\d+)$")
 _CLASS_INDEX = {name: i for i, name in enumerate(NEU_CLASSES)}
 # Class folders and file-name prefixes match case-insensitively: copies of NEU spell them either way.

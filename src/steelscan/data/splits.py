@@ -86,10 +86,15 @@ def stratified_val(items: list[Item], data: LabelledData, val_fraction: float, s
     return val
 
 
+def checksum_side(key: str, val_remainders: tuple[int, ...]) -> str:
+    """'val' when crc32(key) % 5 is in `val_remainders`, else 'train': stable on every machine."""
+    return "val" if zlib.crc32(key.encode()) % 5 in val_remainders else "train"
+
+
 def checksum_val(items: list[Item], val_remainders: tuple[int, ...]) -> set[str]:
-    """Severstal-style folders (format rle) without a split of their own: crc32(image file name) % 5 in
-    `val_remainders`, the rule every steelscan Severstal model was trained and measured with."""
-    return {it.name for it in items if zlib.crc32(it.path.name.encode()) % 5 in val_remainders}
+    """Severstal-style folders (format rle) without a split of their own: by their image file name, the rule
+    every steelscan Severstal model was trained and measured with."""
+    return {it.name for it in items if checksum_side(it.path.name, val_remainders) == "val"}
 
 
 def _own_split(data: LabelledData, val_remainders: tuple[int, ...]) -> dict[str, str | None]:
@@ -143,4 +148,6 @@ def split_items(data: LabelledData, val_fraction: float = 0.2, seed: int = 0,
         "val": sorted(it.name for it in val),
         "test": sorted(it.name for it in test),
     }
-    return SplitResult(train, val, test, record)
+    # One order whatever the layout lists first (by file name): the same data in any layout trains alike.
+    order = lambda it: (it.path.name, it.name)  # noqa: E731
+    return SplitResult(sorted(train, key=order), sorted(val, key=order), sorted(test, key=order), record)

@@ -10,7 +10,7 @@ import numpy as np
 
 from steelscan.core.errors import ImageError, SteelscanError
 from steelscan.core.images import MIN_MODEL_SIDE, read_image
-from steelscan.data.neu import IMAGE_SUFFIXES
+from steelscan.data.formats.base import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

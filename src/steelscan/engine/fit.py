@@ -103,8 +103,6 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
     split = split_items(data, cfg.data.val_fraction, cfg.seed, cfg.data.val_remainders)
     if not split.train or not split.val:
         raise SteelscanError(f"empty split: {len(split.train)} train / {len(split.val)} val images from {data.root}")
-    for side in (split.train, split.val):  # one order whatever the layout lists first: same run from any layout
-        side.sort(key=lambda it: (it.path.name, it.name))
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
     job = task.prepare(cfg, data, split, device)
     model = create_model(cfg.model.name, **job.model_kwargs).to(device)

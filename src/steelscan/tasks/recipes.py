@@ -27,19 +27,9 @@ def train_config(config: Path | None = None, data: Path | None = None, task: str
         task = task or FORMATS[detect_format(data)].task
         recipe = get_task(task).default_recipe
         tree, source = read_yaml_mapping(recipe, "recipe"), f"the default {task} recipe ({recipe.name})"
-    options = []
-    if data is not None:
-        options.append(f"data.root={data}")
-    if task is not None:
-        options.append(f"task={task}")
-    if model is not None:
-        options.append(f"model.name={model}")
-        if config is None:  # the default recipe's pretrained: true holds only where offline weights exist
-            options.append(f"model.pretrained={str(model_defaults(model).offline_weights).lower()}")
-    if epochs is not None:
-        options.append(f"train.epochs={epochs}")
-    if budget_minutes is not None:
-        options.append(f"train.time_budget_minutes={budget_minutes}")
-    if out_dir is not None:
-        options.append(f"out_dir={out_dir}")
+    given = {"data.root": data, "task": task, "model.name": model, "train.epochs": epochs,
+             "train.time_budget_minutes": budget_minutes, "out_dir": out_dir}
+    options = [f"{key}={value}" for key, value in given.items() if value is not None]
+    if model is not None and config is None:  # the default recipe's pretrained: true holds only with offline weights
+        options.append(f"model.pretrained={str(model_defaults(model).offline_weights).lower()}")
     return config_from_dict(tree, [*options, *sets], source)

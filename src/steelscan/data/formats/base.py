@@ -21,10 +21,11 @@ from typing import Literal
 
 import numpy as np
 
+from steelscan.core.images import IMAGE_SUFFIXES  # noqa: F401  (re-exported: the readers list these)
+
 Task = Literal["classification", "detection", "segmentation"]
 TASKS: tuple[str, ...] = ("classification", "detection", "segmentation")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 # Problem kinds that `steelscan stats` reports (one table row each).
 PROBLEM_KINDS: dict[str, str] = {

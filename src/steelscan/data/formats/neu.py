@@ -16,7 +16,7 @@ from steelscan.data.classes import NEU_CLASSES
 from steelscan.data.formats.base import Item, LabelledData, Problem
 from steelscan.data.formats.common import child, describe, image_size, rel_name, require_dir
 from steelscan.data.formats.voc import read_voc
-from steelscan.data.neu import list_neu_cls, list_neu_det, neu_class_name
+from steelscan.data.neu import is_heldout, list_neu_cls, list_neu_det, neu_class_name, neu_split
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +24,16 @@ HELD_OUT = "neu_held_out"  # key in LabelledData.skipped
 _STEM = re.compile(r"^(?P<cls>.+?)_(?P<num>\d+)$")
 
 
-def neu_split(number: int) -> str | None:
-    """NEU's split of an image number: 'val' (n % 5 == 4), 'train', or None for the held-out fifth (n % 5 == 0)."""
-    if number % 5 == 0:
-        return None
-    return "val" if number % 5 == 4 else "train"
+def neu_side(number: int) -> str | None:
+    """`steelscan.data.neu.neu_split` of an image number, or None for the held-out fifth (left out, counted)."""
+    return None if is_heldout(number) else neu_split(number)
+
+
+def _outside_held_out(listed: list) -> tuple[list[tuple[object, str]], dict[str, int]]:
+    """(item, split) of listed NEU items, and the `skipped` count of those in the held-out fifth."""
+    sides = [(it, neu_side(it.number)) for it in listed]
+    held_out = sum(side is None for _, side in sides)
+    return [(it, side) for it, side in sides if side is not None], ({HELD_OUT: held_out} if held_out else {})
 
 
 def read_neu_cls(root: str | Path) -> LabelledData:
@@ -39,20 +44,15 @@ def read_neu_cls(root: str | Path) -> LabelledData:
         raise DataError(f"NEU-CLS: {exc}") from None
     items: list[Item] = []
     problems: list[Problem] = []
-    held_out = 0
-    for it in listed:
-        split = neu_split(it.number)
-        if split is None:
-            held_out += 1
-            continue
+    kept, skipped = _outside_held_out(listed)
+    for it, split in kept:
         name = rel_name(it.path, root)
         size = image_size(it.path, name, problems)
         if size is not None:
             items.append(Item(name=name, path=it.path, split=split, group=str(it.number), size=size, label=it.label))
     if not items:
         raise DataError(f"{root}: no readable NEU-CLS image outside the held-out fifth")
-    return LabelledData("classification", "neu-cls", root, list(NEU_CLASSES), items, problems,
-                        skipped={HELD_OUT: held_out} if held_out else {})
+    return LabelledData("classification", "neu-cls", root, list(NEU_CLASSES), items, problems, skipped=skipped)
 
 
 def read_neu_det(root: str | Path) -> LabelledData:
@@ -67,12 +67,8 @@ def read_neu_det(root: str | Path) -> LabelledData:
         return _read_neu_det_lenient(root)
     items: list[Item] = []
     problems: list[Problem] = []
-    held_out = 0
-    for it in listed:
-        split = neu_split(it.number)
-        if split is None:
-            held_out += 1
-            continue
+    kept, skipped = _outside_held_out(listed)
+    for it, split in kept:
         name = rel_name(it.image_path, root)
         size = image_size(it.image_path, name, problems)
         if size is None:
@@ -84,8 +80,7 @@ def read_neu_det(root: str | Path) -> LabelledData:
                           boxes=it.boxes, labels=it.labels))
     if not items:
         raise DataError(f"{root}: no readable NEU-DET image outside the held-out fifth")
-    return LabelledData("detection", "neu-det", root, list(NEU_CLASSES), items, problems,
-                        skipped={HELD_OUT: held_out} if held_out else {})
+    return LabelledData("detection", "neu-det", root, list(NEU_CLASSES), items, problems, skipped=skipped)
 
 
 def _read_neu_det_lenient(root: Path) -> LabelledData:
@@ -104,7 +99,7 @@ def _read_neu_det_lenient(root: Path) -> LabelledData:
             data.problems.append(Problem("bad_label", it.name, "expected a NEU-DET name like crazing_12; dropped"))
             continue
         number = int(match["num"])
-        split = neu_split(number)
+        split = neu_side(number)
         if split is None:
             held_out += 1
             continue

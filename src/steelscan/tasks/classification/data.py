@@ -8,7 +8,6 @@ converts channels) and resized by the transform: the data may hold any sizes.
 from __future__ import annotations
 
 import logging
-import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch.utils.data import Dataset, WeightedRandomSampler
 from steelscan.core.errors import DataError
 from steelscan.core.images import read_image
 from steelscan.data.formats.base import IMAGE_SUFFIXES, Item
+from steelscan.data.formats.common import list_images
 from steelscan.data.transforms import improved_cutout, to_tensor
 from steelscan.tasks.augment import eval_transform
 
@@ -111,18 +111,12 @@ def class_weights(labels: list[int], n_classes: int) -> torch.Tensor:
     return w / w.mean()
 
 
-def clean_split(name: str, val_remainders: tuple[int, ...]) -> str:
-    """Defect-free images have no NEU number; a checksum of the name splits them stably, one fifth to val."""
-    return "val" if zlib.crc32(name.encode()) % 5 in val_remainders else "train"
-
-
 def list_clean_images(root: str | Path) -> list[Path]:
     """Every image file in a folder of defect-free images. No image at all is an error."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"clean image folder not found: expected a folder at {root}")
-    paths = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not p.name.startswith("."))
+    paths = list_images(root, recursive=False)
     if not paths:
         raise DataError(f"{root}: expected defect-free images ({'/'.join(IMAGE_SUFFIXES)}), found none")
     return paths

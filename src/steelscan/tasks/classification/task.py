@@ -22,9 +22,10 @@ from steelscan.core.errors import ConfigError, DataError
 from steelscan.core.images import image_size, read_image
 from steelscan.core.meta import ModelMeta
 from steelscan.data.formats import read_data
+from steelscan.deploy.inputs import read_images
 from steelscan.deploy.predictors import ClassifierPredictor
 from steelscan.data.formats.base import Item, LabelledData
-from steelscan.data.splits import SplitResult
+from steelscan.data.splits import SplitResult, checksum_side
 from steelscan.engine.loop import supervised_step
 from steelscan.tasks.classification.evaluate import evaluate
 from steelscan.losses import create_loss
@@ -37,7 +38,6 @@ from steelscan.tasks.classification.data import (
     ClassificationSet,
     balanced_sampler,
     class_weights,
-    clean_split,
     limit_per_class,
     list_clean_images,
     oversample,
@@ -142,14 +142,9 @@ class ClassificationTask:
         else:
             index = class_index(meta, data)
             y_true = [index[it.label] for it in items]
-        images, kept, skipped = [], [], []
-        for it, y in zip(items, y_true):
-            try:
-                images.append(read_image(it.path, channels=meta.in_chans, min_side=meta.min_input_size))
-                kept.append(y)
-            except DataError as exc:
-                log.warning("skipped %s: %s", it.path, exc)
-                skipped.append(str(it.path))
+        label_of = {it.path: y for it, y in zip(items, y_true)}
+        paths, images, skipped = read_images(label_of, channels=meta.in_chans, min_side=meta.min_input_size)
+        kept = [label_of[p] for p in paths]
         t0 = time.perf_counter()
         probs = ClassifierPredictor.from_module(model, meta, tta=tta, batch_size=batch_size).predict(images)
         ms = 1000 * (time.perf_counter() - t0) / max(len(images), 1)
@@ -157,7 +152,7 @@ class ClassificationTask:
         return {"task": "classification", "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
                 "per_class": m["per_class"], "n_images": m["n"], "class_names": list(meta.class_names),
                 "ms_per_image": ms, "batch_size": batch_size, "threads": torch.get_num_threads(), "tta": tta,
-                "confusion_matrix": m["confusion_matrix"], "skipped": skipped}
+                "confusion_matrix": m["confusion_matrix"], "skipped": [str(p) for p, _ in skipped]}
 
     def report(self, r: dict[str, Any]) -> tuple[list[str], list[list[str]], str]:
         rows = [[name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", str(v["support"])]
@@ -203,7 +198,7 @@ def _add_clean(cfg: RunConfig, train: ClassificationSet, val: ClassificationSet,
         return
     sides: dict[str, list[Path]] = {"train": [], "val": []}
     for p in list_clean_images(cfg.data.clean_root):
-        sides[clean_split(f"clean/{p.name}", cfg.data.val_remainders)].append(p)
+        sides[checksum_side(f"clean/{p.name}", cfg.data.val_remainders)].append(p)
     train.add_clean(sides["train"])
     val.add_clean(sides["val"])
     split.record["clean_images"] = {k: sorted(p.name for p in v) for k, v in sides.items()}

@@ -148,8 +148,7 @@ def load_split_samples(root: str | Path, split: str = "val", in_chans: int = 1, 
     """Images with boxes of one side of a detection data set's split ("all": every image), in memory, plus the
     defect-free images of `clean_root` on the same side (split by crc32 of the name, as training does)."""
     from steelscan.data.formats import read_data
-    from steelscan.data.splits import split_items
-    from steelscan.tasks.classification.data import clean_split
+    from steelscan.data.splits import checksum_side, split_items
 
     data = read_data(root, fmt)
     if data.task != "detection":
@@ -158,5 +157,5 @@ def load_split_samples(root: str | Path, split: str = "val", in_chans: int = 1, 
     samples = load_samples(items, in_chans)
     if clean_root is not None:
         samples += [s for s in load_clean_images(clean_root, in_chans)
-                    if split == "all" or clean_split(s.name, val_remainders) == split]
+                    if split == "all" or checksum_side(s.name, val_remainders) == split]
     return samples

@@ -29,7 +29,7 @@ from steelscan.tasks.detection.evaluate import detection_summary, evaluate_detec
 from steelscan.models import model_defaults
 from steelscan.models.detector import LABEL_OFFSET
 from steelscan.tasks.base import Job, class_index, register_task, require_images
-from steelscan.tasks.classification.data import clean_split
+from steelscan.data.splits import checksum_side
 from steelscan.tasks.classification.task import RECIPES, data_channels
 from steelscan.tasks.detection.data import DetectionSet, collate_detection, load_clean_images, load_samples
 
@@ -84,7 +84,7 @@ class DetectionTask:
         if cfg.data.clean_root is not None:
             sides: dict[str, list[str]] = {"train": [], "val": []}
             for s in load_clean_images(cfg.data.clean_root, in_chans):
-                side = clean_split(s.name, cfg.data.val_remainders)
+                side = checksum_side(s.name, cfg.data.val_remainders)
                 (val_samples if side == "val" else train_samples).append(s)
                 sides[side].append(s.name.removeprefix("clean/"))
             split.record["clean_images"] = sides  # split.json lists them, as the binary gate's does
