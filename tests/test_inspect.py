@@ -15,6 +15,7 @@ from steelscan.cli import main
 from steelscan.core.errors import SteelscanError
 from steelscan.inspection.merge import MIN_PIECE_PX
 from steelscan.deploy.predictors import load_predictor
+from steelscan.inspection.chain import SegmenterChain
 from steelscan.inspection.runner import finish_coil, folder_frames, inspect_frames, open_coil, read_frame
 from steelscan.store import Store
 from tests.service_helpers import coil_frames, tiny_artifact
@@ -56,6 +57,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 from steelscan.deploy.predictors import load_predictor
+from steelscan.inspection.chain import SegmenterChain
 from steelscan.inspection.runner import folder_frames, inspect_frames, open_coil
 from steelscan.store import Store
 coil, paths = open_coil(Path(sys.argv[1]))
@@ -63,7 +65,7 @@ store = Store(sys.argv[3])
 def die(k, s):
     if k == 2:
         os.kill(os.getpid(), signal.SIGKILL)  # mid-coil, right after frame 2 was committed
-inspect_frames(coil, folder_frames(paths, coil.frame_shape), load_predictor(sys.argv[2], threads=1, batch_size=8), store,
+inspect_frames(coil, folder_frames(paths, coil.frame_shape), SegmenterChain(load_predictor(sys.argv[2], threads=1, batch_size=8)), store,
                on_frame=die)
 """
 
@@ -78,7 +80,7 @@ def test_resume_after_a_kill_keeps_committed_frames_and_adds_no_duplicates(coil_
     store = Store(db)
     assert store.frames_done(coil.coil_id) == {0, 1, 2}
     before = store.pieces(coil.coil_id)
-    rt = load_predictor(artifact, threads=1, batch_size=8)
+    rt = SegmenterChain(load_predictor(artifact, threads=1, batch_size=8))
     stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), rt, store)
     assert stats == {**stats, "frames": 3, "resumed": 3}
     after = store.pieces(coil.coil_id)

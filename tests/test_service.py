@@ -319,9 +319,12 @@ def test_defect_schema_matches_the_records_json():
     from steelscan.inspection.records import Defect
     from steelscan.service.schemas import Defect as DefectSchema
 
-    d = Defect(1, "3", 0.9, 1.0, 2.0, 3.0, 4.0, 5.0, 0, [0, 0, 1, 1], [0, 0, 1, 1], 1, [0]).as_dict()
+    d = Defect(1, "3", 0.9, 1.0, 2.0, 3.0, 4.0, 5.0, 0, [0, 0, 1, 1], [0, 0, 1, 1], 1, [0], "scratch", 0.8).as_dict()
     assert {f.alias or name for name, f in DefectSchema.model_fields.items()} == set(d)
     assert DefectSchema.model_validate(d).model_dump(by_alias=True) == d
+    plain = Defect(1, "3", 0.9, 1.0, 2.0, 3.0, 4.0, 5.0, 0, [0, 0, 1, 1], [0, 0, 1, 1], 1, [0]).as_dict()
+    assert "detector_class" not in plain  # a segmenter's defects keep today's keys
+    assert DefectSchema.model_validate(plain).model_dump(by_alias=True, exclude_none=True) == plain
 
 
 def test_broken_model_files_are_503_and_bad_single_images_4xx(tmp_path, assets):

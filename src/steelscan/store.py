@@ -8,7 +8,8 @@ Tables (one `MetaData`, created if missing):
           model...), grade JSON (null until `close_coil`).
   frames  (coil_id -> coils, frame) PK, n_pieces, info JSON (timings, tiles...), created_at (UTC).
   pieces  id (autoincrement PK), (coil_id, frame) -> frames, class_name, confidence, x1, y1, x2, y2
-          (frame px, x2/y2 exclusive), area_px; indexed on (coil_id, frame).
+          (frame px, x2/y2 exclusive), area_px, extra JSON (a defect classifier's verdict, else NULL);
+          indexed on (coil_id, frame). Stores written before `extra` existed gain the column on open.
 
 Guarantees:
   - A frame and its pieces are written in one transaction: after a crash a frame is either fully
@@ -31,13 +32,13 @@ from pathlib import Path
 
 from sqlalchemy import (
     JSON, BigInteger, Column, DateTime, Float, ForeignKey, ForeignKeyConstraint, Index, Integer, MetaData,
-    String, Table, create_engine, event, func, insert, select, text, update,
+    String, Table, create_engine, event, func, insert, inspect, select, text, update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError
 
 from steelscan.core.errors import SteelscanError
-from steelscan.inspection.records import Piece
+from steelscan.inspection.records import EXTRA_FIELDS, Piece
 
 COIL_ID_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _COIL_ID = re.compile(COIL_ID_RULE)
@@ -78,6 +79,8 @@ pieces_table = Table(
     Column("x2", Integer, nullable=False),
     Column("y2", Integer, nullable=False),
     Column("area_px", Integer, nullable=False),
+    # what a defect classifier added (detector_class, classifier_confidence); NULL for segmenter pieces
+    Column("extra", JSON(none_as_null=True), nullable=True),
     ForeignKeyConstraint(["coil_id", "frame"], ["frames.coil_id", "frames.frame"]),
     # Leading coil_id: serves "all pieces of a coil" and its frame order.
     Index("ix_pieces_coil_frame", "coil_id", "frame"),
@@ -144,6 +147,8 @@ class Store:
                 # IntegrityError); a transaction-scoped advisory lock makes them take turns.
                 conn.execute(text("SELECT pg_advisory_xact_lock(7265746)"))
             metadata.create_all(conn)
+            if "extra" not in {c["name"] for c in inspect(conn).get_columns("pieces")}:
+                conn.execute(text("ALTER TABLE pieces ADD COLUMN extra JSON"))
 
     def open_coil(self, coil_id: str, info: dict) -> set[int]:
         """Register the coil (or keep the stored one) and return the frames already committed."""
@@ -179,7 +184,7 @@ class Store:
             x1, y1, x2, y2 = (int(v) for v in p.bbox)
             rows.append({"coil_id": coil_id, "frame": frame, "class_name": p.class_name,
                          "confidence": float(p.confidence), "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-                         "area_px": int(p.area_px)})
+                         "area_px": int(p.area_px), "extra": p.extra()})
         info = None if info is None else _json(info, "frame info")
         frame_row = {"coil_id": coil_id, "frame": frame, "n_pieces": len(rows), "info": info,
                      "created_at": datetime.now(UTC)}
@@ -213,7 +218,8 @@ class Store:
         with self.engine.connect() as conn:
             return [
                 Piece(frame=r.frame, class_name=r.class_name, confidence=r.confidence,
-                      bbox=(r.x1, r.y1, r.x2, r.y2), area_px=r.area_px)
+                      bbox=(r.x1, r.y1, r.x2, r.y2), area_px=r.area_px,
+                      **{k: v for k, v in (r.extra or {}).items() if k in EXTRA_FIELDS})
                 for r in conn.execute(q)
             ]
 

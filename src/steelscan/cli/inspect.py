@@ -1,4 +1,5 @@
-"""`steelscan inspect COIL_DIR [--manifest MANIFEST.yaml] --out OUT [--model M] [--db URL] [--rules R]`."""
+"""`steelscan inspect COIL_DIR --out OUT [--model M] [--classifier C] [--gate G] [--manifest MANIFEST.yaml]
+[--db URL] [--rules R]`."""
 
 from __future__ import annotations
 
@@ -18,54 +19,63 @@ def command(
     coil_dir: Path = typer.Argument(..., help="Coil folder: numbered frames (frames/000000.png ...) + manifest.yaml"),
     out: Path = typer.Option(..., "--out", help="Folder for defects.json, the report and the records"),
     manifest: Path = typer.Option(None, "--manifest", help="Coil manifest (default: COIL_DIR/manifest.yaml)"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="ONNX artifact, run folder or built-in name"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m",
+                              help="Segmenter or detector: ONNX artifact, run folder, .pt or built-in name"),
+    classifier: str = typer.Option(None, "--classifier", help="Defect classifier naming each detected defect "
+                                   "from its crop (detectors only)"),
+    gate_model: str = typer.Option(None, "--gate", help="Defect/no-defect classifier that skips clean tiles before "
+                                   "the detector (Wang 2021's first stage)"),
+    gate_threshold: float = typer.Option(None, "--gate-threshold", help="P(defect) a tile needs to pass the gate "
+                                         "(default 0.3)"),
+    tile_overlap: int = typer.Option(None, "--tile-overlap", help="Detector tiles' overlap in px (default: 15%% of "
+                                     "the tile)"),
     db: str = typer.Option(None, "--db", help="Records store URL (default: OUT/records.db, SQLite)"),
-    rules: Path = typer.Option(None, "--rules", help="Grading rules YAML (default: the shipped example)"),
+    rules: Path = typer.Option(None, "--rules", help="Grading rules YAML (default: the shipped rules for the model's classes)"),
     coil_id: str = typer.Option(None, "--coil-id", help="Default: the manifest's, else the folder name"),
     mm_across: float = typer.Option(None, "--mm-per-px-across", help="Overrides the manifest"),
     mm_along: float = typer.Option(None, "--mm-per-px-along", help="Overrides the manifest"),
     width: float = typer.Option(None, "--strip-width-mm", help="Overrides the manifest"),
     overlap: int = typer.Option(None, "--frame-overlap", help="Rows shared by consecutive frames"),
     side: str = typer.Option(None, "--side", help="Surface side: top or bottom"),
-    gate: bool = typer.Option(True, "--gate/--no-gate", help="Skip the decoder on tiles the gate finds clean"),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Segmenters: decode every tile (their own presence gate "
+                                 "off)"),
     batch: int = typer.Option(8, "--batch", min=1, help="Tiles per model call"),
 ) -> None:
     """Inspect a coil: defects in strip coordinates, periodic defects, the grade and an HTML report.
 
     Frames are committed to the records store one by one; re-running a killed inspection resumes it.
     """
-    from steelscan.grading import load_rules
+    from steelscan.grading import check_rules_classes, default_rules_for, load_rules
+    from steelscan.inspection.chain import load_chain
     from steelscan.inspection.runner import (
         finish_coil, folder_frames, inspect_frames, open_coil, read_frame, write_results,
     )
     from steelscan.report import write_report
-    from steelscan.deploy.predictors import load_predictor
     from steelscan.store import Store
 
     setup_logging()
     t0 = time.perf_counter()
-    rule_set = load_rules(rules)
     overrides = {"mm_per_px_across": mm_across, "mm_per_px_along": mm_along, "strip_width_mm": width,
                  "frame_overlap_px": overlap, "surface_side": side}
     coil, paths = open_coil(coil_dir, manifest, overrides, coil_id)
     out.mkdir(parents=True, exist_ok=True)
-    from steelscan.deploy.export import artifact_for_frames
-
-    predictor = load_predictor(artifact_for_frames(model, out, coil.frame_shape), backend="onnx", task="segmentation",
-                               gate=gate, batch_size=batch)
+    chain = load_chain(model, frame_shape=coil.frame_shape, out=str(out), classifier=classifier, gate=gate_model,
+                       gate_threshold=gate_threshold, tile_gate=not no_gate, batch=batch, tile_overlap=tile_overlap)
+    rule_set = load_rules(rules or default_rules_for(chain.class_names))
+    check_rules_classes(rule_set, chain.class_names)
     store = Store(db or str(out / "records.db"))
     con = Console()
     with Progress(TextColumn("[bold]inspecting[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=con, transient=False) as bar:
         task = bar.add_task(coil.coil_id, total=coil.n_frames, info="")
-        stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), predictor, store,
+        stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), chain, store,
                                on_frame=lambda k, s: bar.update(task, completed=s["committed"],
                                                                 info=f"{s['ms']:.0f} ms/frame"))
     doc = finish_coil(coil, store, rule_set)
     store.close()
     results = write_results(doc, out)
     report = write_report(out / "report", doc["coil"], doc["defects"], doc["periodic"], doc["grade"],
-                          lambda k: read_frame(paths[k], coil.frame_shape), predictor.class_names)
+                          lambda k: read_frame(paths[k], coil.frame_shape), chain.class_names)
     print_summary(con, doc, stats, results, report, time.perf_counter() - t0)
 
 

@@ -13,14 +13,20 @@ def command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; other than loopback needs a token"),
     port: int = typer.Option(8000, "--port", min=0, max=65535),
     model: str = typer.Option("severstal", "--model", "-m",
-                              help="Segmenter for frames: ONNX artifact, run folder or built-in name (exported once)"),
+                              help="The station's segmenter or detector: ONNX artifact, run folder, .pt or built-in "
+                                   "name (a segmenter checkpoint is exported once)"),
     db: str = typer.Option(None, "--db", help="Records store: sqlite:///PATH, a file path or postgresql://... "
                            "(default: DATA_DIR/records.db)"),
     data_dir: Path = typer.Option(Path("out/service"), "--data-dir", help="Frames, reports and the default store"),
     token_file: Path = typer.Option(None, "--token-file", help="Bearer token for /v1 (else $STEELSCAN_TOKEN)"),
     manifest: Path = typer.Option(None, "--manifest", help="Default geometry of new coils (a coil manifest YAML)"),
     rules: Path = typer.Option(None, "--rules", help="Grading rules YAML (default: the shipped example)"),
-    classifier: str = typer.Option("neu-cls", "--classifier", help="Model for POST /v1/classify"),
+    classifier: str = typer.Option(None, "--classifier", help="Defect classifier naming a detector's defects from "
+                                   "their crops; also the model of POST /v1/classify (default there: neu-cls)"),
+    gate_model: str = typer.Option(None, "--gate", help="Defect/no-defect classifier skipping clean tiles before "
+                                   "a detector"),
+    tile_overlap: int = typer.Option(None, "--tile-overlap", help="Detector tiles' overlap in px (default: 15%% "
+                                     "of the tile)"),
     detector: str = typer.Option("neu-det", "--detector", help="Model for POST /v1/detect"),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001),
     max_pixels: int = typer.Option(16 * 2**20, "--max-pixels", min=1, help="Largest image, width x height"),
@@ -34,7 +40,6 @@ def command(
     """
     import uvicorn
 
-    from steelscan.deploy.export import artifact_for_frames
     from steelscan.config import read_yaml_mapping
     from steelscan.grading import load_rules
     from steelscan.service.app import create_app
@@ -43,18 +48,19 @@ def command(
     setup_logging()
     token = read_token(token_file)
     check_exposure(host, token)  # before any model loads: a refusal should be instant
-    load_rules(rules)  # a bad rules file fails here, not at the first close
+    if rules is not None:
+        load_rules(rules)  # a bad rules file fails here, before the models load
     geometry = dict(DEFAULT_GEOMETRY)
     if manifest is not None:
         m = read_yaml_mapping(manifest, "manifest")
         geometry.update({k: m[k] for k in geometry if k in m})
         geometry.update({k: m[f"{k}_px"] for k in ("frame_width", "frame_height") if f"{k}_px" in m})
     data_dir.mkdir(parents=True, exist_ok=True)
-    frame_shape = (int(geometry["frame_height"]), int(geometry["frame_width"]))
     settings = Settings(
-        artifact=artifact_for_frames(model, data_dir, frame_shape), db=db or str(data_dir / "records.db"), data_dir=data_dir,
-        rules=rules, token=token, geometry=geometry, classifier=classifier, detector=detector, threads=threads,
-        max_batch_frames=batch_frames,
+        artifact=model, db=db or str(data_dir / "records.db"), data_dir=data_dir,
+        rules=rules, token=token, geometry=geometry, classifier=classifier or "neu-cls", detector=detector,
+        threads=threads, max_batch_frames=batch_frames, station_classifier=classifier, gate_model=gate_model,
+        tile_overlap=tile_overlap,
         limits=Limits(max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels, request_timeout_s=timeout),
     )
     app = create_app(settings)

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 
+EXTRA_FIELDS = ("detector_class", "classifier_confidence")
+
+
 @dataclass(frozen=True)
 class Piece:
     frame: int
@@ -22,11 +25,19 @@ class Piece:
     confidence: float  # mean defect probability over its pixels (segmenter) or the box score (detector)
     bbox: tuple[int, int, int, int]  # frame px
     area_px: int
+    # set when a defect classifier named the piece (class_name is then its class, confidence the detector's)
+    detector_class: str | None = None
+    classifier_confidence: float | None = None
 
     def as_dict(self) -> dict:
-        d = asdict(self)
+        d = {k: v for k, v in asdict(self).items() if v is not None}
         d["bbox"] = list(self.bbox)
         return d
+
+    def extra(self) -> dict | None:
+        """What the classifier added, as stored beside the piece (None: nothing)."""
+        d = {k: getattr(self, k) for k in EXTRA_FIELDS if getattr(self, k) is not None}
+        return d or None
 
 
 @dataclass
@@ -44,9 +55,12 @@ class Defect:
     coil_bbox_px: list[int]  # its box in coil px (x across, y along from the head)
     area_px: int
     frames: list[int] = field(default_factory=list)
+    detector_class: str | None = None  # the detector's class when a classifier named the defect
+    classifier_confidence: float | None = None
 
     def as_dict(self) -> dict:
-        """The JSON form `steelscan inspect` writes and `steelscan grade` reads ("class", not "class_name")."""
-        d = asdict(self)
+        """The JSON form `steelscan inspect` writes and `steelscan grade` reads ("class", not "class_name");
+        the classifier's keys only when it named the defect."""
+        d = {k: v for k, v in asdict(self).items() if v is not None or k not in EXTRA_FIELDS}
         d["class"] = d.pop("class_name")
         return d

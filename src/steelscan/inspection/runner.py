@@ -1,6 +1,7 @@
-"""Inspecting a coil: frames in order -> tiles -> gate -> segmenter -> pieces -> records -> defects -> grade.
+"""Inspecting a coil: frames in order -> the chain (tiles -> gate -> segmenter or detector -> classifier) ->
+pieces -> records -> defects -> grade.
 
-`inspect_frames` is the loop (a `SegmenterPredictor`, normally an ONNX artifact's, does the pixels); it takes
+`inspect_frames` is the loop (a `steelscan.inspection.chain` chain does the pixels); it takes
 any iterable of (index, frame), so a folder (`coil_frames`) and a
 generator (a camera, or `steelscan.data.synthetic.coil.render_frame`) are the same to it. Each frame is
 committed to the store with its pieces in one transaction before the next is read: a process killed
@@ -24,10 +25,9 @@ from steelscan.core.errors import ImageError, SteelscanError
 from steelscan.core.images import read_image
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
-from steelscan.inspection.merge import MIN_PIECE_PX, merge_pieces, pieces_from_masks
+from steelscan.inspection.chain import FrameChain
+from steelscan.inspection.merge import merge_pieces
 from steelscan.inspection.periodic import find_periodic
-from steelscan.inspection.records import Piece
-from steelscan.deploy.predictors import SegmenterPredictor
 from steelscan.store import Store
 
 log = logging.getLogger(__name__)
@@ -55,22 +55,31 @@ class Coil:
 
 
 def frame_paths(coil_dir: Path) -> list[Path]:
-    """Frames of a coil folder (COIL/frames/ or COIL/ itself) in index order; a gap is an error."""
+    """Frames of a coil folder (COIL/frames/ or COIL/ itself) in coil order: frame k is the k-th.
+
+    Names ending in a number (`000000.png`, `cam1_0001.jpg`, from any start) are ordered by it and must run
+    without gaps; other names are taken in sorted order."""
     folder = coil_dir / "frames" if (coil_dir / "frames").is_dir() else coil_dir
     if not folder.is_dir():
         raise SteelscanError(f"coil folder not found: {coil_dir}")
-    found = {}
-    for p in folder.iterdir():
-        m = re.search(r"(\d+)$", p.stem)
-        if p.suffix.lower() in FRAME_SUFFIXES and m:
-            found[int(m.group(1))] = p
-    if not found:
-        raise SteelscanError(f"{folder}: expected numbered frames (e.g. 000000.png), found none")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith("."))
+    if not files:
+        raise SteelscanError(f"{folder}: expected frames ({', '.join(FRAME_SUFFIXES)}), found none")
+    numbers = [re.search(r"(\d+)$", p.stem) for p in files]
+    if not all(numbers):
+        return files
+    found: dict[int, Path] = {}
+    for p, m in zip(files, numbers):
+        n = int(m.group(1))
+        if n in found:
+            raise SteelscanError(f"{folder}: frames {found[n].name} and {p.name} both have number {n}; expected one "
+                                 "frame per number (one camera's frames per folder)")
+        found[n] = p
     idx = sorted(found)
-    missing = sorted(set(range(idx[-1] + 1)) - set(idx))
+    missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
     if missing:
-        raise SteelscanError(f"{folder}: frames missing from the sequence: {len(missing)} of 0..{idx[-1]}, the first "
-                             f"is frame {missing[0]} (frames are numbered 0, 1, 2, ... from the coil head)")
+        raise SteelscanError(f"{folder}: frames missing from the sequence: {len(missing)} of {idx[0]}..{idx[-1]}, the "
+                             f"first is number {missing[0]} (frames are numbered in order from the coil head)")
     return [found[i] for i in idx]
 
 
@@ -108,43 +117,23 @@ def folder_frames(paths: list[Path], shape: tuple[int, int]) -> Callable[[set[in
     return frames
 
 
-def frames_per_call(tiles_per_frame: int, batch: int) -> int:
-    """Whole frames that fit one model call of `batch` tiles (at least one)."""
-    return max(1, batch // max(1, tiles_per_frame))
-
-
-def pieces_of_frames(predictor: SegmenterPredictor, items: Sequence[tuple[int, np.ndarray, tuple[int, int]]],
-                     ) -> list[tuple[list[Piece], dict]]:
-    """(frame index, image, owned rows) -> per frame its pieces and the frame record's info (ms is the frame's
-    share of the call). The one path from pixels to pieces for `steelscan inspect` and the service: the
-    predictor cuts the frames into its tiles, shares model calls of `batch_size` tiles among them, gates,
-    stitches and post-processes."""
-    t0 = time.perf_counter()
-    seg = predictor.predict([img for _, img, _ in items])
-    ms = round(1000 * (time.perf_counter() - t0) / len(items), 2)
-    names = list(predictor.class_names)
-    return [(pieces_from_masks(k, masks, probs, owned, names, MIN_PIECE_PX),
-             {"ms": ms, "tiles": int(n_tiles), "tiles_decoded": int(n_dec)})
-            for (k, _, owned), masks, probs, n_tiles, n_dec in zip(items, seg.masks, seg.probabilities, seg.tiles,
-                                                                  seg.decoded)]
-
-
 def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, np.ndarray]]],
-                   predictor: SegmenterPredictor, store: Store,
+                   chain: FrameChain, store: Store,
                    on_frame: Callable[[int, dict], None] | None = None) -> dict:
-    """Inspect and commit every frame not yet committed; returns counts of this run. The predictor's options
+    """Inspect and commit every frame not yet committed; returns counts of this run. The chain's options
     say whether tiles are gated and how many tiles share a model call."""
     h, w = coil.frame_shape
-    done = store.open_coil(coil.coil_id, {"geometry": coil.as_dict(), "model": predictor.meta.model})
+    done = store.open_coil(coil.coil_id, {"geometry": coil.as_dict(), "model": chain.meta.model,
+                                          "chain": chain.describe()})
     if done:
         log.info("coil %s: resuming, %d frame(s) already committed", coil.coil_id, len(done))
     stats = {"frames": 0, "resumed": len(done), "tiles": 0, "tiles_decoded": 0, "seconds": 0.0}
     group: list[tuple[int, np.ndarray, tuple[int, int]]] = []
-    per_call = frames_per_call(predictor.tiles_per_image((h, w)), predictor.batch_size)
+    per_call = chain.frames_per_call((h, w))
 
     def flush() -> None:
         # frames of one call are inferred together, then committed one by one, in order
-        for (k, _, _), (pieces, info) in zip(group, pieces_of_frames(predictor, group)):
+        for (k, _, _), (pieces, info) in zip(group, chain.pieces(group)):
             store.add_frame(coil.coil_id, k, pieces, info)
             stats["frames"] += 1
             stats["tiles"] += info["tiles"]

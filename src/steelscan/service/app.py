@@ -66,8 +66,13 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
     metrics = ServiceMetrics()
     started = time.monotonic()
     if station is None:
-        station = Station(settings.artifact, settings.db, settings.data_dir, load_rules(settings.rules),
-                          settings.threads, settings.max_batch_frames, settings.gate)
+        g = settings.geometry
+        rules = load_rules(settings.rules) if settings.rules is not None else None
+        station = Station(settings.artifact, settings.db, settings.data_dir, rules,
+                          settings.threads, settings.max_batch_frames, settings.gate,
+                          classifier=settings.station_classifier, gate_model=settings.gate_model,
+                          tile_overlap=settings.tile_overlap,
+                          frame_shape=(int(g["frame_height"]), int(g["frame_width"])))
     models = {"classification": LazyModel(settings.classifier, "classification"),
               "detection": LazyModel(settings.detector, "detection")}
 
@@ -146,14 +151,18 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
     @v1.post("/coils", status_code=201, response_model=S.CoilDetail)
     async def open_coil(body: S.CoilCreate, response: Response):
         """Open a coil (201), or return the open coil of that id and geometry (200)."""
-        g = {**settings.geometry, **body.model_dump(exclude_none=True, exclude={"coil_id"})}
+        given = body.model_dump(exclude_none=True, exclude={"coil_id"})
+        for key in ("frame_width", "frame_height"):  # settings.geometry's names
+            if f"{key}_px" in given:
+                given[key] = given.pop(f"{key}_px")
+        g = {**settings.geometry, **given}
         shape = (int(g.pop("frame_height")), int(g.pop("frame_width")))
         _rec, created = await run_in_threadpool(station.open_coil, body.coil_id, g, shape)
         if not created:
             response.status_code = 200
         return await run_in_threadpool(station.summary, body.coil_id)
 
-    @v1.post("/frames", response_model=S.FrameOut)
+    @v1.post("/frames", response_model=S.FrameOut, response_model_exclude_none=True)
     async def post_frame(coil_id: Annotated[str, Form(pattern=COIL_ID_RULE)],
                          frame: Annotated[int, Form(ge=0, description="index from the coil head, from 0")],
                          image: Annotated[UploadFile, File(description="PNG, BMP, JPEG or TIFF, 8-bit")]):
@@ -186,7 +195,7 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
         """The coil with counts by class, periodic findings and its grade (provisional while open)."""
         return await run_in_threadpool(station.summary, coil_id)
 
-    @v1.get("/coils/{coil_id}/defects", response_model=S.DefectPage)
+    @v1.get("/coils/{coil_id}/defects", response_model=S.DefectPage, response_model_exclude_none=True)
     async def get_defects(
         coil_id: CoilId,
         class_name: Annotated[str | None, Query(alias="class", max_length=64)] = None,
@@ -250,7 +259,7 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
     # open: health, metrics, the dashboard's static files (they hold no data; the data needs the token) ----
     @app.get("/healthz", response_model=S.Health)
     async def healthz():
-        return {"status": "ok", "model": station.predictor.meta.model, "queue": station.batcher.pending(),
+        return {"status": "ok", "model": station.chain.meta.model, "classes": list(station.class_names), "queue": station.batcher.pending(),
                 "uptime_s": round(time.monotonic() - started, 1), "auth": expected is not None}
 
     @app.get("/metrics", response_class=Response)

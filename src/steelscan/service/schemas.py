@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from steelscan.store import COIL_ID_RULE
 
@@ -25,6 +25,7 @@ class ErrorBody(_Out):
 class Health(_Out):
     status: Literal["ok"]
     model: str | None
+    classes: list[str] = Field(default_factory=list, description="the station's defect class names, in the model's order")
     queue: int = Field(description="frames waiting for inference")
     uptime_s: float
     auth: bool = Field(description="whether /v1 requires a bearer token")
@@ -41,8 +42,11 @@ class CoilCreate(BaseModel):
     frame_overlap_px: int | None = Field(None, ge=0)
     surface_side: Literal["top", "bottom"] | None = None
     strip_edges_px: tuple[int, int] | None = None
-    frame_width: int | None = Field(None, ge=16, le=16384)
-    frame_height: int | None = Field(None, ge=16, le=16384)
+    # the manifest's key names; `frame_width` / `frame_height` (the first API's) are still read
+    frame_width_px: int | None = Field(None, ge=16, le=16384,
+                                       validation_alias=AliasChoices("frame_width_px", "frame_width"))
+    frame_height_px: int | None = Field(None, ge=16, le=16384,
+                                        validation_alias=AliasChoices("frame_height_px", "frame_height"))
 
 
 class Grade(_Out):
@@ -97,6 +101,8 @@ class Piece(_Out):
     confidence: float
     bbox: list[int]
     area_px: int
+    detector_class: str | None = Field(None, description="the detector's class, when a defect classifier named it")
+    classifier_confidence: float | None = None
 
 
 class FrameOut(_Out):
@@ -127,6 +133,8 @@ class Defect(_Out):
     coil_bbox_px: list[int]
     area_px: int
     frames: list[int]
+    detector_class: str | None = Field(None, description="the detector's class, when a defect classifier named it")
+    classifier_confidence: float | None = None
 
 
 class DefectPage(_Out):

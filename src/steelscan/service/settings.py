@@ -26,7 +26,7 @@ class Limits:
 
 @dataclass(frozen=True)
 class Settings:
-    artifact: Path  # the segmenter's ONNX artifact (`steelscan export`): the only weights frames see
+    artifact: Path | str  # the station's model (segmenter or detector): ONNX artifact, run folder, .pt, built-in
     db: str
     data_dir: Path
     rules: Path | None = None
@@ -37,7 +37,10 @@ class Settings:
     detector: str = "neu-det"  # the same for POST /v1/detect
     threads: int = 2
     max_batch_frames: int = 4
-    gate: bool = True
+    gate: bool = True  # a segmenter's own tile gate
+    station_classifier: str | None = None  # names a detector's defects from their crops
+    gate_model: str | None = None  # a detector's defect/no-defect gate
+    tile_overlap: int | None = None  # detector tiles (default: 15% of the tile)
 
 
 def is_loopback(host: str) -> bool:

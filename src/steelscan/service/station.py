@@ -1,7 +1,7 @@
 """The station behind the service: coils opened over the API, frames inspected and recorded one by one.
 
-It reuses the inspection path unchanged (tiles -> gate -> segmenter -> pieces in owned rows -> records ->
-merged defects -> periodic -> grade -> report) and adds what a service needs: coils whose length is not
+It reuses the inspection path unchanged (the chain: tiles -> gate -> segmenter or detector -> classifier ->
+pieces in owned rows; then records -> merged defects -> periodic -> grade -> report) and adds what a service needs: coils whose length is not
 known in advance (a coil is as long as its highest committed frame), frames saved beside the records for
 defect crops and the report, and coil ids checked before they touch the file system.
 
@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -24,12 +24,12 @@ import numpy as np
 
 from steelscan.core.errors import ImageError, SteelscanError
 from steelscan.core.images import read_image
-from steelscan.grading import Rules, grade_coil, load_rules
+from steelscan.grading import Rules, check_rules_classes, default_rules_for, grade_coil, load_rules
 from steelscan.inspection.geometry import geometry_from_manifest
+from steelscan.inspection.chain import FrameChain, load_chain
 from steelscan.inspection.merge import merge_pieces
 from steelscan.inspection.periodic import find_periodic
-from steelscan.inspection.runner import Coil, pieces_of_frames
-from steelscan.deploy.predictors import SegmenterPredictor, load_predictor
+from steelscan.inspection.runner import Coil
 from steelscan.service.batcher import Batcher
 from steelscan.store import Store, check_coil_id
 
@@ -65,20 +65,28 @@ class FrameResult:
 
 @dataclass
 class Station:
-    artifact: Path
+    model: str | Path  # any station model: a segmenter or a detector (ONNX artifact, run folder, .pt, built-in)
     db: str
     data_dir: Path
-    rules: Rules = field(default_factory=load_rules)
+    rules: Rules | None = None  # default: the shipped rules for the model's classes
     threads: int = 2
     max_batch_frames: int = 4
-    gate: bool = True
+    gate: bool = True  # a segmenter's own tile gate
     tile_batch: int = 8
+    classifier: str | None = None  # a detector's defect classifier
+    gate_model: str | None = None  # a detector's defect/no-defect gate
+    tile_overlap: int | None = None
+    frame_shape: tuple[int, int] = (256, 1600)  # the frames a segmenter checkpoint is exported for
 
     def __post_init__(self) -> None:
-        self.predictor: SegmenterPredictor = load_predictor(self.artifact, backend="onnx", task="segmentation",
-                                                            threads=self.threads, gate=self.gate,
-                                                            batch_size=self.tile_batch)
-        self.class_names = list(self.predictor.class_names)
+        self.chain: FrameChain = load_chain(str(self.model), frame_shape=self.frame_shape, out=str(self.data_dir),
+                                            classifier=self.classifier, gate=self.gate_model, tile_gate=self.gate,
+                                            batch=self.tile_batch, tile_overlap=self.tile_overlap,
+                                            threads=self.threads)
+        self.class_names = list(self.chain.class_names)
+        if self.rules is None:
+            self.rules = load_rules(default_rules_for(self.class_names))
+        check_rules_classes(self.rules, self.class_names)
         self.store = Store(self.db)
         self.data_dir = Path(self.data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -102,8 +110,8 @@ class Station:
                 raise Conflict(f"coil {coil_id!r} exists with geometry {stored}, got {info_geometry}; "
                                "use the same geometry or a new coil id")
             return self.store.coil(coil_id), False
-        self.store.open_coil(coil_id, {"geometry": info_geometry, "model": self.predictor.meta.model,
-                                       "source": "service"})
+        self.store.open_coil(coil_id, {"geometry": info_geometry, "model": self.chain.meta.model,
+                                       "chain": self.chain.describe(), "source": "service"})
         return self.store.coil(coil_id), True
 
     def coil(self, coil_id: str) -> Coil:
@@ -160,7 +168,7 @@ class Station:
         # n_frames unknown while frames stream in: every frame keeps its lower overlap half for the next
         items = [(j.frame, j.image, j.coil.geometry.owned_rows(j.frame, j.coil.frame_shape[0], None)) for j in jobs]
         results: list[FrameResult | BaseException] = []
-        for job, (pieces, info) in zip(jobs, pieces_of_frames(self.predictor, items)):
+        for job, (pieces, info) in zip(jobs, self.chain.pieces(items)):
             cid = job.coil.coil_id
             try:
                 self._save_frame(cid, job.frame, job.image)  # before the commit: a committed frame has its file

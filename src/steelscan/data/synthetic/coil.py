@@ -10,11 +10,14 @@ On-disk format (what the inspection station reads):
 - OUT/manifest.yaml: coil id, frame geometry, mm per pixel across and along, strip width, surface side.
 - OUT/train.csv + OUT/train_images -> frames: the same frames in Kaggle's Severstal layout (ImageId, ClassId,
   EncodedPixels; RLE column-major on the frame's H x W), so a coil is also a segmentation training folder.
-- OUT/defects_truth.json: every defect with its Severstal ClassId, kind, the frames it appears in and its
-  box there (xyxy, 0-based, x2/y2 exclusive), its box in coil pixels, and its centre along the coil in
-  metres (from the head end) and across the strip in mm (from the left strip edge, image x = left). Defects
-  can straddle two frames. One periodic group repeats a roll mark every roll circumference (pi x roll
-  diameter) at a fixed across position; `periodic` lists the groups with their exact pitch.
+- OUT/yolo/: the same frames as a YOLO detection folder (data.yaml naming the classes, labels/*.txt with each
+  defect's box in each frame it appears in; images/ links to ../frames), so a coil also trains a detector.
+- OUT/defects_truth.json: every defect with its Severstal ClassId ("class"), its class name ("class_name": what
+  a model trained on coils calls it; top-level "class_names" lists them by ClassId - 1), kind, the frames it
+  appears in and its box there (xyxy, 0-based, x2/y2 exclusive), its box in coil pixels, and its centre along
+  the coil in metres (from the head end) and across the strip in mm (from the left strip edge, image x =
+  left). Defects can straddle two frames. One periodic group repeats a roll mark every roll circumference
+  (pi x roll diameter) at a fixed across position; `periodic` lists the groups with their exact pitch.
 
 Determinism: the whole coil is a function of (seed, options); frames are rendered independently (in
 parallel) and agree exactly on their shared rows.
@@ -52,6 +55,8 @@ from steelscan.core.errors import SteelscanError
 PNG_FAST = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY,
             cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
 KIND_NAMES = {1: "pits", 2: "line", 3: "scratch", 4: "patch"}
+# Class names by Severstal ClassId: what a model trained on coils calls them (roll marks are ClassId 1 dents).
+CLASS_NAMES = ("pits", "line", "scratch", "patch")
 KIND_WEIGHTS = {1: 0.15, 2: 0.05, 3: 0.6, 4: 0.2}  # roughly Severstal's class mix
 
 
@@ -254,7 +259,7 @@ def coil_truth(spec: CoilSpec) -> dict:
             if a < b:
                 frames.append({"frame": k, "bbox": [x0, a - fy0, x1, b - fy0]})
         d = {
-            "id": i, "class": s.cls, "kind": s.kind, "periodic_group": s.group,
+            "id": i, "class": s.cls, "class_name": CLASS_NAMES[s.cls - 1], "kind": s.kind, "periodic_group": s.group,
             "frame": frames[0]["frame"], "bbox": frames[0]["bbox"], "frames": frames,
             "coil_bbox_px": [x0, y0, x1, y1],
             "along_m": round((y0 + y1) / 2 * spec.mm_per_px_along / 1000.0, 6),
@@ -267,12 +272,14 @@ def coil_truth(spec: CoilSpec) -> dict:
         if s.group:
             groups.setdefault(s.group, []).append(d)
     periodic = [{
-        "group": g, "class": ds[0]["class"], "kind": ds[0]["kind"], "count": len(ds),
+        "group": g, "class": ds[0]["class"], "class_name": ds[0]["class_name"], "kind": ds[0]["kind"],
+        "count": len(ds),
         "pitch_m": pitch * spec.mm_per_px_along / 1000.0, "pitch_px": pitch,
         "roll_diameter_m": spec.roll_diameter_m, "across_mm": ds[0]["across_mm"],
         "first_along_m": ds[0]["along_m"], "defect_ids": [d["id"] for d in ds],
     } for g, ds in groups.items()]
     return {"coil_id": coil_id(spec), "length_m": spec.length_px * spec.mm_per_px_along / 1000.0,
+            "class_names": list(CLASS_NAMES),
             "units": {"bbox": "px xyxy, 0-based, x2/y2 exclusive", "along_m": "m from the head end (coil row 0)",
                       "across_mm": "mm from the left strip edge"},
             "defects": defects, "periodic": periodic}
@@ -284,6 +291,30 @@ def dump_truth(truth: dict) -> str:
     lists = [f" {json.dumps(k)}: [\n" + ",\n".join(f"  {json.dumps(d)}" for d in truth[k]) + "\n ]"
              for k in ("defects", "periodic")]
     return "{\n" + ",\n".join(head + lists) + "\n}\n"
+
+
+MIN_BOX_PX = 4  # a defect's sliver at a frame edge (its rest is in the next frame) is not a training box
+
+
+def write_yolo(out: Path, spec: CoilSpec, truth: dict) -> None:
+    """OUT/yolo: data.yaml + labels/<frame>.txt (normalised cx cy w h per defect per frame) + images -> frames."""
+    root = out / "yolo"
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    lines: dict[int, list[str]] = {k: [] for k in range(spec.n_frames)}
+    W, H = spec.frame_width, spec.frame_height
+    for d in truth["defects"]:
+        for f in d["frames"]:
+            x0, y0, x1, y1 = f["bbox"]
+            if min(x1 - x0, y1 - y0) < MIN_BOX_PX:
+                continue
+            lines[f["frame"]].append(f"{d['class'] - 1} {(x0 + x1) / 2 / W:.6f} {(y0 + y1) / 2 / H:.6f} "
+                                     f"{(x1 - x0) / W:.6f} {(y1 - y0) / H:.6f}")
+    for k, rows in lines.items():
+        (root / "labels" / f"{k:06d}.txt").write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+    (root / "data.yaml").write_text(yaml.safe_dump({"path": ".", "train": "images", "names": list(CLASS_NAMES)},
+                                                   sort_keys=False), encoding="utf-8")
+    if not (root / "images").exists():
+        (root / "images").symlink_to("../frames", target_is_directory=True)
 
 
 def coil_id(spec: CoilSpec) -> str:
@@ -323,8 +354,8 @@ def write_coil(
         raise SteelscanError(f"unknown coil option: {exc}") from None
     spec.validate()
     t0 = time.perf_counter()
-    out = prepare_out(out, ["frames/*.png", "manifest.yaml", "defects_truth.json", "train.csv", "train_images"],
-                      overwrite)
+    out = prepare_out(out, ["frames/*.png", "manifest.yaml", "defects_truth.json", "train.csv", "train_images",
+                            "yolo/labels/*.txt", "yolo/data.yaml", "yolo/images"], overwrite)
     folder = out / "frames"
     folder.mkdir(exist_ok=True)
     for _ in parallel_map(partial(_frame_one, spec=spec, folder=folder), range(n_frames), n_frames, workers, progress):
@@ -335,6 +366,7 @@ def write_coil(
     (out / "train.csv").write_text("\n".join(kaggle_rows(spec)) + "\n", encoding="utf-8")
     if not (out / "train_images").exists():
         (out / "train_images").symlink_to("frames", target_is_directory=True)
+    write_yolo(out, spec, truth)
     per_class: dict[str, int] = {}
     for d in truth["defects"]:
         per_class[d["kind"]] = per_class.get(d["kind"], 0) + 1

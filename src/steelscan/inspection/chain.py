@@ -1,0 +1,291 @@
+"""What a station runs on each frame: the chain of models that turns frame pixels into pieces of defects.
+
+Two chains share one interface (`frames_per_call`, `pieces`), so `steelscan inspect` and the service run
+any model a plant trains:
+
+- `SegmenterChain`: the segmenter's predictor cuts frames into its tiles, gates, stitches full-frame masks;
+  one piece per connected component.
+- `DetectorChain` (Wang 2021's two stages, then a defect classifier): frames are cut into tiles of the size
+  the detector was trained on, overlapping by `tile_overlap` px; an optional defect/no-defect gate skips
+  clean tiles; the detector runs on the rest; boxes of one defect seen by two tiles (twice, or cut by a
+  tile border) are merged into one; an optional classifier names each piece from its crop, the way
+  commercial systems split detection and classification. Both classes and confidences are recorded; the
+  classifier's class is the piece's class.
+
+Pieces are then clipped to the frame's owned rows (`steelscan.inspection.geometry`), and `merge_pieces`
+joins them across frames into defects.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Protocol
+
+import numpy as np
+
+from steelscan.core.errors import ConfigError, ModelFileError
+from steelscan.core.meta import ModelMeta
+from steelscan.deploy.predictors import ClassifierPredictor, DetectorPredictor, SegmenterPredictor
+from steelscan.inspection.merge import MIN_PIECE_PX, pieces_from_boxes, pieces_from_masks, union_find_groups
+from steelscan.inspection.records import Piece
+
+FrameItem = tuple[int, np.ndarray, tuple[int, int]]  # (frame index, uint8 image, owned rows [y0, y1))
+FrameResult = tuple[list[Piece], dict]  # the frame's pieces and its record's info (ms, tiles, tiles_decoded)
+
+TILE_OVERLAP_SHARE = 0.15  # default overlap of detector tiles: a defect cut by one tile is whole in the next
+CUT_EDGE_PX = 3  # a box this close to an inner tile edge was cut by the tile
+SAME_DEFECT_IOS = 0.5  # intersection over the smaller box: one defect seen by two overlapping tiles
+ALIGN_SHARE = 0.5  # two parts of one cut defect overlap by this share of the narrower across the cut
+
+
+class FrameChain(Protocol):
+    meta: ModelMeta  # the model that finds defects (its class names are the coil's, unless a classifier names them)
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    def frames_per_call(self, frame_shape: tuple[int, int]) -> int: ...
+
+    def pieces(self, items: Sequence[FrameItem]) -> list[FrameResult]: ...
+
+    def describe(self) -> dict: ...
+
+
+def frames_per_call(tiles_per_frame: int, batch: int) -> int:
+    """Whole frames that fit one model call of `batch` tiles (at least one)."""
+    return max(1, batch // max(1, tiles_per_frame))
+
+
+class SegmenterChain:
+    """Frames -> the segmenter's full-frame masks -> one piece per connected component in the owned rows."""
+
+    def __init__(self, predictor: SegmenterPredictor) -> None:
+        self.predictor, self.meta = predictor, predictor.meta
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.predictor.class_names
+
+    def frames_per_call(self, frame_shape: tuple[int, int]) -> int:
+        return frames_per_call(self.predictor.tiles_per_image(frame_shape), self.predictor.batch_size)
+
+    def pieces(self, items: Sequence[FrameItem]) -> list[FrameResult]:
+        """Frames of one call share the segmenter's batches of tiles; ms is each frame's share of the call."""
+        t0 = time.perf_counter()
+        seg = self.predictor.predict([img for _, img, _ in items])
+        ms = round(1000 * (time.perf_counter() - t0) / len(items), 2)
+        names = list(self.class_names)
+        return [(pieces_from_masks(k, masks, probs, owned, names, MIN_PIECE_PX),
+                 {"ms": ms, "tiles": int(n_tiles), "tiles_decoded": int(n_dec)})
+                for (k, _, owned), masks, probs, n_tiles, n_dec in zip(items, seg.masks, seg.probabilities,
+                                                                      seg.tiles, seg.decoded)]
+
+    def describe(self) -> dict:
+        return {"task": "segmentation", "model": self.meta.model, "source": self.predictor.source,
+                "class_names": list(self.class_names)}
+
+
+# -- detector tiles ----------------------------------------------------------------------------------------
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Starts of tiles of `tile` px covering [0, length) with at least `overlap` px shared, spread evenly so
+    the last tile ends at the border (a frame shorter than a tile is one tile)."""
+    if length <= tile:
+        return [0]
+    n = -(-(length - overlap) // (tile - overlap))  # ceil
+    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
+
+
+def tile_grid(frame_shape: tuple[int, int], tile: tuple[int, int], overlap: int) -> list[tuple[int, int, int, int]]:
+    """Tiles (x0, y0, x1, y1) in frame px, row by row."""
+    h, w = frame_shape
+    th, tw = min(tile[0], h), min(tile[1], w)
+    return [(x, y, x + tw, y + th) for y in tile_starts(h, th, overlap) for x in tile_starts(w, tw, overlap)]
+
+
+def cut_by_tile(box: np.ndarray, rect: tuple[int, int, int, int], frame_shape: tuple[int, int]) -> bool:
+    """Whether a box (frame px) reaches an edge of its tile that is not a frame edge."""
+    x1, y1, x2, y2 = box
+    tx0, ty0, tx1, ty1 = rect
+    h, w = frame_shape
+    e = CUT_EDGE_PX
+    return bool((tx0 > 0 and x1 <= tx0 + e) or (tx1 < w and x2 >= tx1 - e)
+                or (ty0 > 0 and y1 <= ty0 + e) or (ty1 < h and y2 >= ty1 - e))
+
+
+def merge_tile_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, cut: np.ndarray,
+                     gap: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boxes of one frame from overlapping tiles -> one box per defect (union box, best score). Two boxes of a
+    class merge when they are one defect seen twice (intersection >= half the smaller box), or when one was cut
+    by its tile and the other continues it: they touch (within `gap` px) and overlap across the cut by at least
+    half the narrower. Boxes merely near each other stay apart."""
+    n = len(boxes)
+    if n < 2:
+        return boxes, scores, labels
+    b = boxes.astype(np.float64)
+    wh = np.maximum(b[:, 2:] - b[:, :2], 1e-6)
+
+    def joined(i: int, j: int) -> bool:
+        if labels[i] != labels[j]:
+            return False
+        iw = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
+        ih = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
+        if iw > 0 and ih > 0 and iw * ih >= SAME_DEFECT_IOS * min(wh[i].prod(), wh[j].prod()):
+            return True
+        if not (cut[i] or cut[j]) or iw < -gap or ih < -gap:
+            return False
+        return max(iw, 0) >= ALIGN_SHARE * min(wh[i, 0], wh[j, 0]) or max(ih, 0) >= ALIGN_SHARE * min(wh[i, 1], wh[j, 1])
+
+    groups = union_find_groups(n, [(i, j) for i in range(n) for j in range(i + 1, n) if joined(i, j)])
+    out_b, out_s, out_l = [], [], []
+    for members in groups:
+        m = np.array(members)
+        out_b.append([b[m, 0].min(), b[m, 1].min(), b[m, 2].max(), b[m, 3].max()])
+        out_s.append(scores[m].max())
+        out_l.append(labels[m[0]])
+    return (np.array(out_b, np.float32).reshape(-1, 4), np.array(out_s, np.float32), np.array(out_l, np.int64))
+
+
+class DetectorChain:
+    """Frames -> tiles -> (gate) -> detector -> boxes merged across tiles -> pieces -> (classifier renames)."""
+
+    def __init__(self, detector: DetectorPredictor, *, gate: ClassifierPredictor | None = None,
+                 gate_threshold: float = 0.3, classifier: ClassifierPredictor | None = None,
+                 tile_overlap: int | None = None) -> None:
+        self.detector, self.meta = detector, detector.meta
+        self.gate, self.classifier = gate, classifier
+        self.tile = tuple(int(v) for v in detector.meta.input_size)
+        if tile_overlap is None:
+            tile_overlap = int(round(TILE_OVERLAP_SHARE * min(self.tile)))
+        if not 0 <= tile_overlap < min(self.tile) // 2:
+            raise ConfigError(f"tile overlap must be 0..{min(self.tile) // 2 - 1} px for {self.tile[1]}x"
+                              f"{self.tile[0]} tiles, got {tile_overlap}")
+        self.tile_overlap = tile_overlap
+        if gate is not None:
+            from steelscan.two_stage import check_threshold, defect_column
+
+            defect_column(gate.meta)  # a gate without a defect/clean class is refused now, not on the first frame
+            self.gate_threshold = check_threshold(gate_threshold)
+        if classifier is not None and {"clean", "defect"} & {str(c).lower() for c in classifier.class_names}:
+            raise ModelFileError(f"the defect classifier must name defect classes, got {list(classifier.class_names)}"
+                                 ": a defect/no-defect model is a gate (--gate)")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The coil's classes: the classifier's when it names the defects, else the detector's."""
+        return self.classifier.class_names if self.classifier is not None else self.detector.class_names
+
+    def tiles(self, frame_shape: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+        return tile_grid(frame_shape, self.tile, self.tile_overlap)
+
+    def frames_per_call(self, frame_shape: tuple[int, int]) -> int:
+        return frames_per_call(len(self.tiles(frame_shape)), self.detector.batch_size)
+
+    def pieces(self, items: Sequence[FrameItem]) -> list[FrameResult]:
+        t0 = time.perf_counter()
+        crops, where = [], []  # every tile of every frame, and (item index, tile rect)
+        for n, (_, img, _) in enumerate(items):
+            for rect in self.tiles(img.shape[:2]):
+                x0, y0, x1, y1 = rect
+                crops.append(img[y0:y1, x0:x1])
+                where.append((n, rect))
+        passed = np.ones(len(crops), bool)
+        if self.gate is not None:
+            from steelscan.two_stage import gate_probabilities
+
+            passed = gate_probabilities(self.gate, crops) >= self.gate_threshold
+        idx = np.flatnonzero(passed)
+        found = self.detector.predict([crops[i] for i in idx]) if len(idx) else []
+        per_frame: list[list[tuple[np.ndarray, float, int, bool]]] = [[] for _ in items]
+        for i, d in zip(idx, found):
+            n, rect = where[i]
+            shape = items[n][1].shape[:2]
+            for box, s, lab in zip(d["boxes"], d["scores"], d["labels"]):
+                fb = box + np.array([rect[0], rect[1], rect[0], rect[1]], np.float32)
+                per_frame[n].append((fb, float(s), int(lab), cut_by_tile(fb, rect, shape)))
+        results = []
+        for n, (k, img, owned) in enumerate(items):
+            dets = per_frame[n]
+            boxes = np.array([d[0] for d in dets], np.float32).reshape(-1, 4)
+            boxes, scores, labels = merge_tile_boxes(boxes, np.array([d[1] for d in dets], np.float32),
+                                                     np.array([d[2] for d in dets], np.int64),
+                                                     np.array([d[3] for d in dets], bool))
+            pieces = pieces_from_boxes(k, boxes, scores, labels, owned, self.detector.class_names)
+            if self.classifier is not None and pieces:
+                pieces = self._classify(img, pieces)
+            results.append([pieces, {"tiles": sum(1 for w in where if w[0] == n),
+                                     "tiles_decoded": int(sum(1 for i in idx if where[i][0] == n))}])
+        ms = round(1000 * (time.perf_counter() - t0) / max(len(items), 1), 2)
+        return [(pieces, {"ms": ms, **info}) for pieces, info in results]
+
+    def _classify(self, img: np.ndarray, pieces: list[Piece]) -> list[Piece]:
+        """Each piece named by the classifier from a square crop around it, at least a detector tile wide (the
+        scale both models saw in training), shifted inside the frame."""
+        h, w = img.shape[:2]
+        crops = []
+        for p in pieces:
+            x1, y1, x2, y2 = p.bbox
+            side = min(max(x2 - x1, y2 - y1, *self.tile), h, w)
+            cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
+            x0 = int(np.clip(cx - side // 2, 0, w - side))
+            y0 = int(np.clip(cy - side // 2, 0, h - side))
+            crops.append(img[y0:y0 + side, x0:x0 + side])
+        probs = self.classifier.predict(crops)
+        names = self.classifier.class_names
+        return [replace(p, class_name=names[int(np.argmax(pr))], detector_class=p.class_name,
+                        classifier_confidence=round(float(np.max(pr)), 4))
+                for p, pr in zip(pieces, probs)]
+
+    def describe(self) -> dict:
+        d = {"task": "detection", "model": self.meta.model, "source": self.detector.source,
+             "class_names": list(self.class_names), "tile": list(self.tile), "tile_overlap": self.tile_overlap,
+             "score_threshold": self.detector.score_threshold}
+        if self.gate is not None:
+            d["gate"] = {"model": self.gate.meta.model, "source": self.gate.source, "threshold": self.gate_threshold}
+        if self.classifier is not None:
+            d["classifier"] = {"model": self.classifier.meta.model, "source": self.classifier.source,
+                               "class_names": list(self.classifier.class_names)}
+        return d
+
+
+# -- loading -----------------------------------------------------------------------------------------------
+
+
+def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = None, classifier: str | None = None,
+               gate: str | None = None, gate_threshold: float | None = None, tile_gate: bool = True,
+               batch: int = 8, tile_overlap: int | None = None, threads: int = 2) -> FrameChain:
+    """The station's chain for a model of any task (ONNX artifact, run folder, .pt or built-in name).
+
+    A segmenter runs as an ONNX artifact (a checkpoint is exported into `out` once, with the whole frame as its
+    tile where it fits) and `tile_gate` switches its own presence gate. A detector runs as given (.onnx through
+    ONNX Runtime, else PyTorch), behind an optional `gate` classifier (defect/no-defect) and followed by an
+    optional defect `classifier`."""
+    from pathlib import Path
+
+    from steelscan.deploy.artifact import read_artifact_meta
+    from steelscan.deploy.export import artifact_for_frames
+    from steelscan.deploy.predictors import load_predictor
+    from steelscan.engine.runs import read_checkpoint, resolve_model
+
+    path = resolve_model(model)
+    task = (read_artifact_meta(path) if path.suffix.lower() == ".onnx" else read_checkpoint(path, mmap=True)[1]).task
+    if task == "segmentation":
+        if classifier or gate:
+            raise ConfigError("--classifier and --gate go with a detector; a segmenter names and gates its own "
+                              "pieces (--no-gate turns its gate off)")
+        artifact = artifact_for_frames(model, Path(out or "."), frame_shape)
+        return SegmenterChain(load_predictor(artifact, backend="onnx", task="segmentation", threads=threads,
+                                             gate=tile_gate, batch_size=batch))
+    if task != "detection":
+        raise ModelFileError(f"{model} is a {task} model; the station runs a segmenter or a detector (a classifier "
+                             "goes with --classifier or --gate)")
+    from steelscan.two_stage import DEFAULT_GATE_THRESHOLD
+
+    detector = load_predictor(model, task="detection", threads=threads, batch_size=batch)
+    gate_p = load_predictor(gate, task="classification", threads=threads) if gate else None
+    cls_p = load_predictor(classifier, task="classification", threads=threads) if classifier else None
+    return DetectorChain(detector, gate=gate_p, classifier=cls_p, tile_overlap=tile_overlap,
+                         gate_threshold=DEFAULT_GATE_THRESHOLD if gate_threshold is None else gate_threshold)
