@@ -1,4 +1,5 @@
-"""Grading on hand-made defect lists: scores, bands, limits, zones, and precise errors for bad rules."""
+"""Grading on hand-made defect lists: scores, bands, limits, zones, and precise errors for bad rules; rules
+checked against a model's classes, and the shipped rules files picked by class names."""
 
 from __future__ import annotations
 
@@ -8,8 +9,19 @@ import pytest
 import yaml
 
 from steelscan.cli import main
-from steelscan.core.errors import SteelscanError
-from steelscan.grading import DEFAULT_RULES, grade_coil, load_rules, rules_from_dict
+from steelscan.core.errors import ConfigError, DataError, SteelscanError
+from steelscan.data.classes import NEU_CLASSES
+from steelscan.data.synthetic.coil import CLASS_NAMES as COIL_CLASSES
+from steelscan.grading import (
+    DEFAULT_RULES,
+    GENERIC_RULES,
+    RULES_DIR,
+    check_rules_classes,
+    default_rules_for,
+    grade_coil,
+    load_rules,
+    rules_from_dict,
+)
 
 RULES = {
     "product": "test strip",
@@ -64,6 +76,106 @@ def test_zones_reduce_points_and_exempt_from_limits():
     assert head.score == 2.0
 
 
+def sized(cls: str, along: float, across: float, length: float, width: float) -> dict:
+    return {**d(cls, along, across, 1000), "length_mm": length, "width_mm": width}
+
+
+LW_RULES = {**RULES, "classes": {**RULES["classes"], "3": {"severity": 2.0, "max_length_mm": 500, "max_width_mm": 40}}}
+
+
+def test_length_and_width_limits():
+    rules = rules_from_dict(LW_RULES)
+    at_limit = grade_coil([sized("3", 50, 600, 500, 40)], 100, 1200, rules)
+    assert at_limit.grade == "A" and at_limit.per_class["3"]["largest_length_mm"] == 500
+    long = grade_coil([sized("3", 50, 600, 620, 10), sized("3", 60, 600, 100, 10)], 100, 1200, rules)
+    assert long.grade == "reject" and long.decided_by[0] == "class 3: longest defect 620 mm > limit 500 mm"
+    wide = grade_coil([sized("3", 50, 600, 100, 45)], 100, 1200, rules)
+    assert wide.grade == "reject" and wide.decided_by[0] == "class 3: widest defect 45 mm > limit 40 mm"
+    assert not any("longest" in s for s in wide.decided_by)
+    # the edge zone exempts from these limits as from the others
+    edge = grade_coil([sized("3", 50, 30, 900, 90)], 100, 1200, rules)
+    assert edge.grade == "A" and "largest_length_mm" not in edge.per_class["3"]
+
+
+def test_a_defect_lacking_a_size_a_rule_needs_is_a_clear_error():
+    rules = rules_from_dict(LW_RULES)
+    with pytest.raises(DataError) as exc:
+        grade_coil([sized("3", 50, 600, 100, 10), d("3", 60, 600, 10)], 100, 1200, rules)
+    assert str(exc.value) == ("defect 1 (class '3') lacks a numeric length_mm, which the rule max_length_mm: 500 "
+                              "needs; got None")
+    with pytest.raises(DataError, match="lacks a numeric width_mm, which the rule max_width_mm: 40 needs; got 'wide'"):
+        grade_coil([{**sized("3", 50, 600, 100, 10), "width_mm": "wide"}], 100, 1200, rules)
+    # in an exempt zone too: the list is wrong wherever the defect lies
+    with pytest.raises(DataError, match="lacks a numeric length_mm"):
+        grade_coil([d("3", 50, 30, 10)], 100, 1200, rules)
+    # a class whose rule limits no size needs none
+    assert grade_coil([d("4", 50, 600, 10)], 100, 1200, rules).grade == "A"
+
+
+def test_rules_naming_a_class_the_model_does_not_know_are_refused():
+    severstal = load_rules()
+    check_rules_classes(severstal, ["1", "2", "3", "4"])
+    with pytest.raises(ConfigError) as exc:
+        check_rules_classes(severstal, COIL_CLASSES)
+    assert str(exc.value) == (f"rules file {DEFAULT_RULES} names classes '1', '2', '3', '4', which the model does "
+                              "not know; its classes: pits, line, scratch, patch")
+    with pytest.raises(ConfigError) as exc:
+        check_rules_classes(rules_from_dict({**RULES, "default": {"severity": 1}}, "r.yaml"), ["3", "scratch"])
+    assert str(exc.value) == "rules file r.yaml names class '4', which the model does not know; its classes: 3, scratch"
+    assert "\n" not in str(exc.value)
+    # `default` is not a class; without it, a class of the model that no rule names is refused as well
+    check_rules_classes(rules_from_dict({**RULES, "default": {"severity": 1}}), ["3", "4", "9"])
+    with pytest.raises(ConfigError, match="no rule for the model's class '9' and no `default` entry"):
+        check_rules_classes(rules_from_dict(RULES), ["3", "4", "9"])
+
+
+def test_default_rules_for_picks_the_file_of_the_model_classes():
+    assert default_rules_for(NEU_CLASSES) == RULES_DIR / "neu.yaml"
+    assert default_rules_for(list(reversed(NEU_CLASSES))) == RULES_DIR / "neu.yaml"  # order does not matter
+    assert default_rules_for(("1", "2", "3", "4")) == DEFAULT_RULES
+    assert default_rules_for(COIL_CLASSES) == RULES_DIR / "coil-demo.yaml"
+    # no shipped file has exactly these classes: the generic one, a `default` entry only
+    for names in (("clean", "defect"), NEU_CLASSES[:3], (*NEU_CLASSES, "stain")):
+        assert default_rules_for(names) == GENERIC_RULES
+    generic = load_rules(GENERIC_RULES)
+    assert generic.classes == {} and generic.default is not None
+    check_rules_classes(generic, ("clean", "defect"))
+
+
+def _shipped_model_classes(name: str) -> tuple[str, ...]:
+    from steelscan.engine.runs import read_checkpoint, resolve_model
+
+    return read_checkpoint(resolve_model(name), mmap=True)[1].class_names
+
+
+@pytest.mark.parametrize("path", sorted(RULES_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_rules_file_loads_and_fits_its_models(path):
+    expected = {"default.yaml": lambda: _shipped_model_classes("severstal"),
+                "neu.yaml": lambda: _shipped_model_classes("neu-det"),
+                "coil-demo.yaml": lambda: COIL_CLASSES, "generic.yaml": lambda: ()}
+    assert path.name in expected, f"a new shipped rules file {path.name}: add the classes it is for here"
+    classes = expected[path.name]()
+    rules = load_rules(path)
+    assert set(rules.classes) == set(classes)
+    assert rules.name and rules.version and rules.source == str(path)
+    check_rules_classes(rules, classes or ("anything",))
+    assert default_rules_for(classes or ("anything",)) == path
+    if path.name == "neu.yaml":
+        assert rules.classes["scratches"].max_length_mm and rules.classes["scratches"].max_width_mm
+
+
+def test_rules_carry_name_version_and_source(tmp_path):
+    tree = {**RULES, "name": "strip-x", "version": "2024.2"}
+    (tmp_path / "x.yaml").write_text(yaml.safe_dump(tree))
+    rules = load_rules(tmp_path / "x.yaml")
+    assert (rules.name, rules.version, rules.source) == ("strip-x", "2024.2", str(tmp_path / "x.yaml"))
+    assert rules.label == "strip-x v2024.2"
+    bare = rules_from_dict(RULES)
+    assert (bare.name, bare.version, bare.source, bare.label) == (None, 1, "(dict)", "(dict) v1")
+    with pytest.raises(SteelscanError, match="unknown key 'source'"):  # set by loading, not by the file
+        rules_from_dict({**RULES, "source": "elsewhere"})
+
+
 def test_unknown_class_without_default_is_an_error_and_default_applies():
     with pytest.raises(SteelscanError, match="defect class '9' is not in the rules"):
         grade_coil([d("9", 1, 600, 10)], 100, 1200, rules_from_dict(RULES))
@@ -77,6 +189,7 @@ def test_unknown_class_without_default_is_an_error_and_default_applies():
     ({"zones": [{"name": "x", "edge_mm": 5, "head_m": 1}]}, "exactly one of edge_mm, head_m, tail_m"),
     ({"classes": {"3": {"severity": -1}}}, "'classes.3.severity'"),
     ({"classes": {"3": {"max_area": 5}}}, "unknown key 'classes.3.max_area'"),
+    ({"classes": {"3": {"max_length_mm": 0}}}, "'classes.3.max_length_mm'"),
     ({"bands": None}, "'bands'"),
 ])
 def test_invalid_rules_get_precise_errors(change, message):

@@ -1,4 +1,5 @@
-"""The coil report: files, HTML content and escaping, CSV/JSON round trips, clean coils, unreadable frames."""
+"""The coil report: files, HTML content and escaping, CSV/JSON round trips, clean coils, unreadable frames;
+class names and colours, what produced the report, warnings, periodic findings, renamed defects."""
 
 from __future__ import annotations
 
@@ -6,11 +7,16 @@ import csv
 import html
 import json
 import re
+from datetime import datetime, timezone
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+import steelscan
+from steelscan.data.classes import NEU_CLASSES
+from steelscan.plots import class_colour
 from steelscan.report import write_report
 
 H, W = 64, 256
@@ -76,7 +82,7 @@ def test_full_report(tmp_path):
     assert "coil_bbox_px_y2" in rows[0] and "bbox" not in rows[0]
 
     rep = json.loads((out / "report.json").read_text())
-    assert set(rep) == {"coil", "grade", "periodic", "counts_by_class", "defects"}
+    assert set(rep) == {"coil", "grade", "periodic", "counts_by_class", "defects", "provenance", "warnings"}
     assert rep["counts_by_class"] == {"1": 1, "2": 0, "3": 2, "4": 1}
     assert rep["defects"] == DEFECTS and rep["periodic"] == PERIODIC and rep["coil"]["coil_id"] == "C-0042"
 
@@ -149,3 +155,86 @@ def test_long_defect_table_is_truncated(tmp_path, monkeypatch):
     assert table.count("<tr><td>") == 2
     with open(tmp_path / "defects.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 4
+
+
+def _hex(k: int) -> str:
+    b, g, r = class_colour(k)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _section(page: str, heading: str) -> str:
+    return page.split(f"<h2>{heading}")[1].split("<h2>")[0]
+
+
+def test_class_names_and_their_colours(tmp_path):
+    names = {"1": "crazing", "3": "scratches", "4": "inclusion"}
+    defects = [{**d, "class": names[d["class"]]} for d in DEFECTS]
+    periodic = [{**PERIODIC[0], "class_name": "scratches"}]
+    page = write_report(tmp_path, COIL, defects, periodic, GRADE, _read, NEU_CLASSES).read_text()  # positional
+    # each class in its plots.class_colour, by its index in the model's classes
+    for name in ("crazing", "scratches", "inclusion"):
+        swatch = f'<i class="sw" style="background:{_hex(NEU_CLASSES.index(name))}"></i>{name}'
+        assert swatch in _section(page, "Defects by class") and swatch in _section(page, "Defects (4)")
+    assert f'background:{_hex(NEU_CLASSES.index("scratches"))}"></i>scratches' in _section(page, "Periodic")
+    # named classes are shown by their names, not as "class N"
+    assert "#1 scratches, conf 0.70" in page and not re.search(r"class \d", _section(page, "Gallery"))
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert list(rep["counts_by_class"]) == list(NEU_CLASSES) and rep["counts_by_class"]["scratches"] == 2
+    # bare Severstal ClassIds read as "class 3"
+    page = write_report(tmp_path / "s", COIL, DEFECTS, [], GRADE, _read).read_text()
+    assert "#1 class 3, conf 0.70" in page and f'background:{_hex(2)}"></i>3' in page
+
+
+def test_provenance_and_warnings(tmp_path):
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    prov = {"model": "unet_x", "model_source": "runs/seg-7/model.onnx", "classifier": None, "rules": "neu-hot-rolled",
+            "rules_version": 3, "site": "<line 2>"}
+    warning = "model unet_x scored Kaggle Dice 0.8 on its validation data, no better than predicting no defects <0.86>"
+    page = write_report(tmp_path, COIL, DEFECTS, PERIODIC, GRADE, _read, provenance=prov,
+                        warnings=[warning]).read_text()
+    produced = _section(page, "Produced by")
+    for label, value in (("model", "unet_x"), ("model source", "runs/seg-7/model.onnx"), ("rules", "neu-hot-rolled"),
+                         ("rules version", "3"), ("steelscan", steelscan.__version__), ("site", "&lt;line 2&gt;")):
+        assert f"<tr><th>{label}</th><td>{value}</td></tr>" in produced, label
+    assert "defect classifier" not in produced  # not given: not shown
+    written = re.search(r"<th>written \(UTC\)</th><td>([^<]+)</td>", produced).group(1)
+    assert before <= datetime.fromisoformat(written) <= datetime.now(timezone.utc) and written.endswith("+00:00")
+    # the warning comes first, above the summary, escaped
+    warn = page.index('<p class="warn">Warning: ' + html.escape(warning) + "</p>")
+    assert warn < page.index("<h2>Summary") and "<0.86>" not in page
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["warnings"] == [warning] and rep["provenance"]["model"] == "unet_x"
+    assert rep["provenance"]["steelscan_version"] == steelscan.__version__ and "classifier" not in rep["provenance"]
+    # without either: the version and the time still, and no warning box
+    page = write_report(tmp_path / "b", COIL, DEFECTS, [], GRADE).read_text()
+    assert 'class="warn"' not in page and f"<th>steelscan</th><td>{steelscan.__version__}</td>" in page
+
+
+def test_periodic_findings_are_listed(tmp_path):
+    page = write_report(tmp_path, COIL, DEFECTS, PERIODIC, GRADE, _read).read_text()
+    periodic = _section(page, "Periodic defects (roll marks)")
+    assert "<th>class</th><th>pitch (m)</th><th>roll Ø (m)</th><th>marks</th><th>across (mm)</th>" in periodic
+    assert f'{_hex(2)}"></i>3</td><td>0.812</td><td>0.259</td><td>2</td><td>564</td>' in periodic
+    assert "the marks of a roll" in periodic
+
+
+def test_renamed_defects_show_detector_and_classifier(tmp_path):
+    renamed = {**DEFECTS[1], "class": "4", "detector_class": "3", "detector_confidence": 0.55,
+               "classifier_confidence": 0.91}
+    page = write_report(tmp_path, COIL, [DEFECTS[0], renamed], [], GRADE).read_text()
+    table = _section(page, "Defects (2)")
+    assert "<th>detector_class</th><th>detector_confidence</th><th>classifier_confidence</th>" in table
+    assert "</i>4</td><td>0.7</td><td>3</td><td>0.55</td><td>0.91</td>" in table
+    assert "<td>0.9</td><td></td><td></td><td></td>" in table  # the defect the classifier left alone
+    # none renamed (the keys present but unset, as the records write them): no such columns
+    unset = [{**d, "detector_class": None, "classifier_confidence": None} for d in DEFECTS]
+    page = write_report(tmp_path / "plain", COIL, unset, [], GRADE).read_text()
+    assert "detector_class" not in _section(page, "Defects (4)")
+
+
+def test_dashboard_colours_classes_as_the_report_and_writes_no_markup():
+    js = (Path(steelscan.__file__).parent / "service" / "static" / "app.js").read_text()
+    palette = re.search(r"const PALETTE = \[([^\]]+)\]", js).group(1)
+    assert re.findall(r'"(#[0-9a-f]{6})"', palette) == [_hex(k) for k in range(10)]  # plots.class_colour's table
+    # XSS: data reaches the page as text only
+    assert "innerHTML" not in js and "insertAdjacentHTML" not in js and "document.write" not in js

@@ -1,11 +1,15 @@
 """Grading: a pure function of a coil's defect list and a product's rules -> score, grade, pass/fail, and the
 rules that decided it.
 
-A rules file (YAML, one per product; see `steelscan/rules/default.yaml`, which documents every key):
+A rules file (YAML, one per product; see `steelscan/rules/default.yaml`, which documents every key, and
+docs/rules.md):
 
-- classes: per defect class name, a `severity` weight and optional limits: `max_area_mm2` (the largest
-  single defect), `max_count_per_m` (defects per metre of coil), `max_density_per_m2` (defects per m² of
-  strip). `default` applies to classes not listed; without it an unlisted class is an error.
+- name, version: optional, for provenance (reports name the rules that graded a coil); `product` is shown
+  with the grade.
+- classes: per defect class name (as the model names its classes), a `severity` weight and optional
+  limits: `max_area_mm2`, `max_length_mm` (along the coil), `max_width_mm` (across) of the largest single
+  defect, `max_count_per_m` (defects per metre of coil), `max_density_per_m2` (defects per m² of strip).
+  `default` applies to classes not listed; without it an unlisted class is an error.
 - zones: regions where defects matter less: within `edge_mm` of either strip edge, or the first `head_m` /
   last `tail_m` metres of the coil. Each has a `factor` on the score and may exempt defects from limits.
 - score: points per defect = severity x zone factor x (1 + area_mm2 / size_unit_mm2), summed and given
@@ -14,7 +18,12 @@ A rules file (YAML, one per product; see `steelscan/rules/default.yaml`, which d
   `limit_grade`; `pass_grades` pass.
 
 Defects are dicts as `steelscan inspect` writes them: class, along_m (from the head), across_mm (from the
-left strip edge), area_mm2 (length_mm and width_mm are not needed here).
+left strip edge), area_mm2, and length_mm / width_mm where a rule limits them.
+
+Shipped rules (`default_rules_for` picks one by the model's class names): default.yaml (Severstal ClassIds
+'1'..'4'), neu.yaml (NEU's six classes), coil-demo.yaml (the synthetic coil's pits/line/scratch/patch) and
+generic.yaml (a `default` entry only, for any other model). `check_rules_classes` refuses rules that name
+a class the model does not know: a misspelt class fails when the station starts instead of never matching.
 """
 
 from __future__ import annotations
@@ -26,12 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from steelscan.config import read_yaml_mapping
-from steelscan.core.errors import DataError, SteelscanError
+from steelscan.core.errors import ConfigError, DataError, SteelscanError
 
-DEFAULT_RULES = Path(__file__).parent / "rules" / "default.yaml"
+RULES_DIR = Path(__file__).parent / "rules"
+DEFAULT_RULES = RULES_DIR / "default.yaml"
+GENERIC_RULES = RULES_DIR / "generic.yaml"
+# Tried in order by `default_rules_for`; generic.yaml is the fallback.
+SHIPPED_RULES = (DEFAULT_RULES, RULES_DIR / "neu.yaml", RULES_DIR / "coil-demo.yaml")
 
 
 class _Strict(BaseModel):
@@ -41,6 +54,8 @@ class _Strict(BaseModel):
 class ClassRule(_Strict):
     severity: float = Field(1.0, ge=0)
     max_area_mm2: float | None = Field(None, gt=0)
+    max_length_mm: float | None = Field(None, gt=0)  # the longest single defect, along the coil
+    max_width_mm: float | None = Field(None, gt=0)  # the widest single defect, across the strip
     max_count_per_m: float | None = Field(None, ge=0)
     max_density_per_m2: float | None = Field(None, ge=0)
 
@@ -66,8 +81,9 @@ class Band(_Strict):
 
 
 class Rules(_Strict):
+    name: str | None = None
+    version: int | str = 1
     product: str
-    version: int = 1
     classes: dict[str, ClassRule]
     default: ClassRule | None = None
     zones: list[Zone] = []
@@ -77,6 +93,16 @@ class Rules(_Strict):
     limit_grade: str = "reject"
     over_bands_grade: str = "reject"
     pass_grades: list[str]
+    _source: str = PrivateAttr("(dict)")  # where it was read from; set by rules_from_dict, not a YAML key
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def label(self) -> str:
+        """How a report names these rules: name (or file name) and version."""
+        return f"{self.name or Path(self._source).name} v{self.version}"
 
     @model_validator(mode="after")
     def _bands(self) -> Rules:
@@ -102,7 +128,7 @@ def rules_from_dict(tree: Any, source: str = "(dict)") -> Rules:
     if not isinstance(tree, dict):
         raise SteelscanError(f"rules {source} must be a mapping, got {type(tree).__name__}")
     try:
-        return Rules.model_validate(tree)
+        rules = Rules.model_validate(tree)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -115,6 +141,35 @@ def rules_from_dict(tree: Any, source: str = "(dict)") -> Rules:
             else:
                 problems.append(f"'{key}': {msg} (got {err.get('input')!r})" if key else msg)
         raise SteelscanError(f"invalid rules {source}: " + "; ".join(problems)) from None
+    rules._source = source
+    return rules
+
+
+def check_rules_classes(rules: Rules, class_names: Sequence[str]) -> None:
+    """Refuse rules that do not fit the model's classes: a rule naming a class the model does not know (a
+    misspelling would never apply), or a class of the model with no rule and no `default` to take it."""
+    known = [str(c) for c in class_names]
+    unknown = [c for c in rules.classes if c not in known]
+    if unknown:
+        what = "class" if len(unknown) == 1 else "classes"
+        raise ConfigError(f"rules file {rules.source} names {what} {', '.join(map(repr, unknown))}, which the model "
+                          f"does not know; its classes: {', '.join(known)}")
+    if rules.default is None:
+        bare = [c for c in known if c not in rules.classes]
+        if bare:
+            raise ConfigError(f"rules file {rules.source} has no rule for the model's "
+                              f"{'class' if len(bare) == 1 else 'classes'} {', '.join(map(repr, bare))} and no "
+                              "`default` entry; add them or a default")
+
+
+def default_rules_for(class_names: Sequence[str]) -> Path:
+    """The shipped rules file whose classes are exactly the model's (in any order), else generic.yaml (a
+    `default` entry only). Exactly, not a superset: `check_rules_classes` refuses rules naming unknown classes."""
+    names = {str(c) for c in class_names}
+    for path in SHIPPED_RULES:
+        if set(load_rules(path).classes) == names:
+            return path
+    return GENERIC_RULES
 
 
 @dataclass
@@ -152,7 +207,7 @@ def grade_coil(defects: Sequence[dict], length_m: float, width_mm: float, rules:
     stats: dict[str, dict] = {}
     breaks: list[str] = []
     total = 0.0
-    for d in defects:
+    for i, d in enumerate(defects):
         name = str(d["class"])
         rule = rules.classes.get(name, rules.default)
         if rule is None:
@@ -167,15 +222,26 @@ def grade_coil(defects: Sequence[dict], length_m: float, width_mm: float, rules:
         s = stats.setdefault(name, {"count": 0, "counted_for_limits": 0, "largest_area_mm2": 0.0, "points": 0.0})
         s["count"] += 1
         s["points"] += points
+        # read even where a zone exempts the defect: a list lacking a needed size is wrong everywhere
+        sizes = {key: _size(d, i, name, key, limit) for key, limit in
+                 (("length_mm", rule.max_length_mm), ("width_mm", rule.max_width_mm)) if limit is not None}
         if not exempt:
             s["counted_for_limits"] += 1
             s["largest_area_mm2"] = max(s["largest_area_mm2"], area)
+            for key, v in sizes.items():
+                s[f"largest_{key}"] = max(s.get(f"largest_{key}", 0.0), v)
     for name, s in stats.items():
         rule = rules.classes.get(name, rules.default)
         s["count_per_m"] = s["counted_for_limits"] / length_m
         s["density_per_m2"] = s["counted_for_limits"] / area_m2
         if rule.max_area_mm2 is not None and s["largest_area_mm2"] > rule.max_area_mm2:
             breaks.append(f"class {name}: largest defect {s['largest_area_mm2']:.0f} mm² > limit {rule.max_area_mm2:g} mm²")
+        if rule.max_length_mm is not None and s.get("largest_length_mm", 0.0) > rule.max_length_mm:
+            breaks.append(f"class {name}: longest defect {s['largest_length_mm']:.0f} mm > limit "
+                          f"{rule.max_length_mm:g} mm")
+        if rule.max_width_mm is not None and s.get("largest_width_mm", 0.0) > rule.max_width_mm:
+            breaks.append(f"class {name}: widest defect {s['largest_width_mm']:.0f} mm > limit "
+                          f"{rule.max_width_mm:g} mm")
         if rule.max_count_per_m is not None and s["count_per_m"] > rule.max_count_per_m:
             breaks.append(f"class {name}: {s['count_per_m']:.3f} defects/m > limit {rule.max_count_per_m:g}/m")
         if rule.max_density_per_m2 is not None and s["density_per_m2"] > rule.max_density_per_m2:
@@ -192,6 +258,15 @@ def grade_coil(defects: Sequence[dict], length_m: float, width_mm: float, rules:
     return GradeResult(grade, grade in rules.pass_grades, round(score, 4), decided,
                        {k: {kk: round(v, 4) if isinstance(v, float) else v for kk, v in s.items()}
                         for k, s in sorted(stats.items())}, rules.product)
+
+
+def _size(d: dict, i: int, name: str, key: str, limit: float) -> float:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        what = "max_length_mm" if key == "length_mm" else "max_width_mm"
+        raise DataError(f"defect {i} (class {name!r}) lacks a numeric {key}, which the rule {what}: {limit:g} "
+                        f"needs; got {v!r}")
+    return float(v)
 
 
 def read_defect_list(path: Path) -> tuple[dict, list[dict]]:

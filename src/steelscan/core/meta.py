@@ -10,6 +10,7 @@ untyped meta of checkpoints written before this module existed, e.g. the first s
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -82,6 +83,24 @@ class ModelMeta(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
+    def baseline_warning(self) -> str | None:
+        """One line when the stored scores show the model no better than predicting no defect at all, else
+        None (also when nothing is known). Kaggle Dice scores an empty mask on a clean image 1, so a model
+        can look good while finding nothing; its all-empty baseline is the bar. Reads `val_metrics`
+        (dice_kaggle or kaggle_dice, with all_empty_dice), else a segmenter's tuning report."""
+        m = self.val_metrics
+        score, empty = m.get("dice_kaggle", m.get("kaggle_dice")), m.get("all_empty_dice")
+        where = "validation data"
+        if not (_finite(score) and _finite(empty)):
+            tuned = (self.postprocess or {}).get("tuned")
+            tuned = tuned if isinstance(tuned, dict) else {}
+            score, empty = tuned.get("dice_chosen", tuned.get("dice_cv")), tuned.get("all_empty_dice")
+            where = f"tuning data ({tuned.get('split', 'validation')} split)"
+        if not (_finite(score) and _finite(empty)) or score > empty:
+            return None
+        return (f"model {self.model or '?'} scored Kaggle Dice {score:.4f} on its {where}, no better than "
+                f"predicting no defects at all ({empty:.4f}): do not trust its findings")
+
     @classmethod
     def from_dict(cls, raw: Any, source: str = "checkpoint") -> "ModelMeta":
         """Validate a stored meta; a newer schema or a malformed one is a `ModelFileError` naming `source`."""
@@ -101,6 +120,10 @@ class ModelMeta(BaseModel):
             err = exc.errors()[0]
             where = ".".join(map(str, err["loc"])) or "meta"
             raise ModelFileError(f"{source}: invalid metadata at '{where}': {err['msg']}") from None
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _migrate_v0(old: dict[str, Any]) -> dict[str, Any]:

@@ -1,19 +1,46 @@
 // steelscan station dashboard: plain JS over the /v1 API, polling so the map and tables follow the line.
+// Every piece of data reaches the page as text (textContent / text nodes), never as markup: class names,
+// coil ids and rule lines come from outside.
 "use strict";
 
-const COLOURS = { "1": "#ff3c3c", "2": "#3cc83c", "3": "#288cff", "4": "#ffdc28" };
-const EXTRA = ["#b450c8", "#787878", "#a07828", "#3cc8c8", "#14288c", "#c86414"];
-const state = { token: sessionStorage.getItem("steelscan-token") || "", coil: null, defect: null, busy: false };
+// plots.class_colour's table (as RGB), so the dashboard and the coil report colour a class alike
+const PALETTE = ["#ff3c3c", "#3cc83c", "#288cff", "#ffdc28", "#c83cc8", "#28c8c8", "#c87828", "#ff288c",
+  "#a0ff78", "#a050ff"];
+const state = { token: sessionStorage.getItem("steelscan-token") || "", coil: null, defect: null, busy: false,
+  classNames: [], served: {} };
 const $ = (sel) => document.querySelector(sel);
 
+// The class's colour: one the API serves (`class_colours`), else its index in the model's classes
+// (`class_names`) in the report's palette, else a bare ClassId ("3") as that index, else a hue hashed from
+// the name: the same name always gets the same colour, whatever order classes appear in.
 function colour(cls) {
-  if (!(cls in COLOURS)) COLOURS[cls] = EXTRA[(Object.keys(COLOURS).length - 4) % EXTRA.length];
-  return COLOURS[cls];
+  const name = String(cls);
+  if (/^#[0-9a-f]{6}$/i.test(state.served[name] || "")) return state.served[name];
+  let k = state.classNames.indexOf(name);
+  if (k < 0 && !state.classNames.length && /^[1-9]\d*$/.test(name)) k = Number(name) - 1;
+  if (k >= 0 && k < PALETTE.length) return PALETTE[k];
+  let h = 2166136261;  // FNV-1a
+  for (const ch of name) h = Math.imul(h ^ ch.codePointAt(0), 16777619) >>> 0;
+  return `hsl(${h % 360}, 70%, ${45 + (h >>> 9) % 15}%)`;
 }
 
-function esc(v) {
-  return String(v ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+// "class 3" for a bare ClassId (Severstal), the name itself for a named class ("scratches")
+const label = (cls) => (/^\d+$/.test(String(cls)) ? `class ${cls}` : String(cls));
+
+// An element with attributes (class, data-*, style object) and children (nodes, or text for anything else).
+function el(tag, attrs = {}, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "style") Object.assign(e.style, v);
+    else if (k === "class") e.className = v;
+    else e.setAttribute(k, v);
+  }
+  for (const kid of kids) if (kid !== null && kid !== undefined) e.append(kid instanceof Node ? kid : String(kid));
+  return e;
 }
+
+const swatch = (cls) => el("i", { class: "sw", style: { background: colour(cls) } });
+const fixed = (v, n) => (typeof v === "number" && Number.isFinite(v) ? v.toFixed(n) : "");
 
 async function api(path, asBlob = false) {
   const headers = state.token ? { Authorization: `Bearer ${state.token}` } : {};
@@ -32,8 +59,11 @@ async function api(path, asBlob = false) {
 async function refreshHealth() {
   try {
     const h = await fetch("/healthz").then((r) => r.json());
-    $("#health").textContent = `model ${h.model} · queue ${h.queue} · up ${Math.round(h.uptime_s)} s` +
-      (h.auth ? " · token required" : "");
+    $("#health").textContent = `model ${h.model}` + (h.rules ? ` · rules ${h.rules}` : "") +
+      ` · queue ${h.queue} · up ${Math.round(h.uptime_s)} s` + (h.auth ? " · token required" : "");
+    const warnings = Array.isArray(h.warnings) ? h.warnings : [];
+    $("#warnings").replaceChildren(...warnings.map((w) => el("p", {}, `Warning: ${w}`)));
+    $("#warnings").hidden = !warnings.length;
   } catch (e) {
     $("#health").textContent = "service unreachable";
   }
@@ -41,10 +71,9 @@ async function refreshHealth() {
 
 async function refreshCoils() {
   const { coils } = await api("/v1/coils?limit=100");
-  $("#coil-list tbody").innerHTML = coils.map((c) => `
-    <tr data-coil="${esc(c.coil_id)}" class="${c.coil_id === state.coil ? "selected" : ""}">
-      <td>${esc(c.coil_id)}</td><td>${esc(c.status)}</td><td>${c.n_frames}</td>
-      <td>${c.grade ? esc(c.grade.grade) : ""}</td></tr>`).join("");
+  $("#coil-list tbody").replaceChildren(...coils.map((c) => el("tr",
+    { "data-coil": c.coil_id, class: c.coil_id === state.coil ? "selected" : "" },
+    el("td", {}, c.coil_id), el("td", {}, c.status), el("td", {}, c.n_frames), el("td", {}, c.grade ? c.grade.grade : ""))));
   if (!state.coil && coils.length) selectCoil(coils[0].coil_id);
 }
 
@@ -82,6 +111,8 @@ async function refreshCoil() {
 }
 
 function showCoil(c) {
+  if (Array.isArray(c.class_names)) state.classNames = c.class_names.map(String);
+  if (c.class_colours && typeof c.class_colours === "object") state.served = c.class_colours;
   $("#coil-title").textContent = `Coil ${c.coil_id}`;
   const g = c.grade;
   const badge = $("#grade-badge");
@@ -91,19 +122,35 @@ function showCoil(c) {
   $("#coil-facts").textContent = `${c.status} · ${c.n_frames} frames` +
     (geo.length_m ? ` · ${geo.length_m.toFixed(2)} m x ${geo.strip_width_mm} mm` : "") +
     ` · ${c.n_defects} defects` + (c.n_missing_frames ? ` · ${c.n_missing_frames} frames missing` : "");
-  $("#decided-by").innerHTML = (g ? g.decided_by : []).map((s) => `<li>${esc(s)}</li>`).join("");
-  const counts = Object.entries(c.counts_by_class).sort();
+  $("#decided-by").replaceChildren(...(g ? g.decided_by : []).map((s) => el("li", {}, s)));
+  // the model's class order where the API serves it, else by name
+  const order = (k) => (state.classNames.includes(k) ? state.classNames.indexOf(k) : state.classNames.length);
+  const counts = Object.entries(c.counts_by_class).sort(([a], [b]) => order(a) - order(b) || (a < b ? -1 : a > b ? 1 : 0));
   const most = Math.max(1, ...counts.map(([, n]) => n));
-  $("#counts tbody").innerHTML = counts.map(([k, n]) => `<tr data-class="${esc(k)}"><td><i style="background:${colour(k)}"></i>${esc(k)}</td>
-    <td>${n}</td><td><span class="bar" style="width:${Math.round(120 * n / most)}px"></span></td></tr>`).join("");
-  $("#legend").innerHTML = counts.map(([k]) => `<span><i style="background:${colour(k)}"></i>class ${esc(k)}</span>`).join("");
+  $("#counts tbody").replaceChildren(...counts.map(([k, n]) => el("tr", { "data-class": k },
+    el("td", {}, swatch(k), label(k)), el("td", {}, n),
+    el("td", {}, el("span", { class: "bar", style: { width: `${Math.round(120 * n / most)}px` } })))));
+  $("#legend").replaceChildren(...counts.map(([k]) => el("span", {}, swatch(k), label(k))));
   const sel = $("#class-filter");
   const have = new Set([...sel.options].map((o) => o.value));
-  counts.forEach(([k]) => { if (!have.has(k)) sel.add(new Option(k, k)); });
-  $("#periodic").innerHTML = c.periodic.length ? `<table><thead><tr><th>class</th><th>pitch m</th><th>roll Ø mm</th>
-    <th>marks</th><th>across mm</th></tr></thead><tbody>${c.periodic.map((p) => `<tr><td>${esc(p.class_name)}</td>
-    <td>${p.pitch_m.toFixed(3)}</td><td>${Math.round(p.roll_diameter_m * 1000)}</td><td>${p.count}</td>
-    <td>${Math.round(p.across_mm)}</td></tr>`).join("")}</tbody></table>` : "none found";
+  counts.forEach(([k]) => { if (!have.has(k)) sel.add(new Option(label(k), k)); });
+  showPeriodic(c.periodic);
+}
+
+// Periodic findings: one class repeating at a fixed pitch at one across position, the marks of a roll.
+function showPeriodic(periodic) {
+  const box = $("#periodic");
+  if (!periodic.length) {
+    box.replaceChildren("none found");
+    return;
+  }
+  const head = el("tr", {}, ...["class", "pitch m", "roll Ø mm", "marks", "missing", "across mm", "first at m"]
+    .map((h) => el("th", {}, h)));
+  const rows = periodic.map((p) => el("tr", { "data-class": p.class_name },
+    el("td", {}, swatch(p.class_name), label(p.class_name)), el("td", {}, fixed(p.pitch_m, 3)),
+    el("td", {}, fixed(p.roll_diameter_m * 1000, 0)), el("td", {}, p.count), el("td", {}, p.missing),
+    el("td", {}, fixed(p.across_mm, 0)), el("td", {}, fixed(p.first_along_m, 2))));
+  box.replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 function drawMap(c, defects) {
@@ -149,14 +196,16 @@ async function refreshTable() {
   if (cls) q.set("class", cls);
   const page = await api(`/v1/coils/${encodeURIComponent(state.coil)}/defects?${q}`);
   $("#defect-total").textContent = `${page.total} shown` + (page.total > page.defects.length ? ` (first ${page.defects.length})` : "");
-  $("#defect-table tbody").innerHTML = page.defects.map((d) => `
-    <tr data-id="${d.id}" data-class="${esc(d.class)}" class="${d.id === state.defect ? "selected" : ""}">
-      <td>${d.id}</td><td><i style="display:inline-block;width:10px;height:10px;background:${colour(d.class)}"></i> ${esc(d.class)}</td>
-      <td>${d.confidence.toFixed(2)}</td><td>${d.along_m.toFixed(3)}</td><td>${d.across_mm.toFixed(0)}</td>
-      <td>${d.length_mm.toFixed(0)}</td><td>${d.width_mm.toFixed(0)}</td><td>${d.area_mm2.toFixed(0)}</td>
-      <td>${d.frame}</td></tr>`).join("");
+  $("#defect-table tbody").replaceChildren(...page.defects.map((d) => el("tr",
+    { "data-id": d.id, "data-class": d.class, class: d.id === state.defect ? "selected" : "" },
+    el("td", {}, d.id), el("td", {}, swatch(d.class), label(d.class)), el("td", {}, fixed(d.confidence, 2)),
+    el("td", {}, fixed(d.along_m, 3)), el("td", {}, fixed(d.across_mm, 0)), el("td", {}, fixed(d.length_mm, 0)),
+    el("td", {}, fixed(d.width_mm, 0)), el("td", {}, fixed(d.area_mm2, 0)), el("td", {}, d.frame))));
   state.rows = Object.fromEntries(page.defects.map((d) => [d.id, d]));
 }
+
+const DETAIL_KEYS = ["confidence", "detector_class", "detector_confidence", "classifier_confidence", "along_m",
+  "across_mm", "length_mm", "width_mm", "area_mm2", "frame", "bbox", "frames"];
 
 async function showDefect(id) {
   const d = state.rows[id];
@@ -164,9 +213,9 @@ async function showDefect(id) {
   state.defect = id;
   document.querySelectorAll("#defect-table tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.id === String(id)));
   $("#defect-detail").hidden = false;
-  $("#detail-title").textContent = `Defect #${id}, class ${d.class}`;
-  $("#detail-fields").innerHTML = ["confidence", "along_m", "across_mm", "length_mm", "width_mm", "area_mm2", "frame", "bbox", "frames"]
-    .map((k) => `<dt>${k}</dt><dd>${esc(Array.isArray(d[k]) ? d[k].join(", ") : d[k])}</dd>`).join("");
+  $("#detail-title").textContent = `Defect #${id}, ${label(d.class)}`;
+  $("#detail-fields").replaceChildren(...DETAIL_KEYS.filter((k) => d[k] !== null && d[k] !== undefined).flatMap((k) => [
+    el("dt", {}, k.replaceAll("_", " ")), el("dd", {}, Array.isArray(d[k]) ? d[k].join(", ") : d[k])]));
   const blob = await api(`/v1/coils/${encodeURIComponent(state.coil)}/defects/${id}/crop`, true);
   const img = $("#defect-crop");
   if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
