@@ -9,6 +9,8 @@ One process, the same frames and the same weights for every row:
   `--tile`, default the checkpoint's crop; 1600 is no multiple of 512, so the tiler reflect-pads to 2048)
   through `segment_frames` with the tile gate on, `--batch` tiles per call (whole frames per call, as
   `steelscan inspect` groups them);
+* then the detector path (`benchmarks/throughput_detector.py`, `--detector`, default the built-in coil-demo):
+  eager whole frames vs the station's tiles, its own table and JSON;
 * optional `--variants` rows: gate-off, batch1, int8 (ORT static QDQ, per-channel, of the artifact,
   calibrated on tiles of frames after the timed ones, never the frames it is scored on, when there are any),
   frame-tile (a second artifact whose tile is the whole frame: no padding, no seams; gate on and off).
@@ -104,6 +106,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--variants", default="", help=f"comma list of extra rows from {', '.join(VARIANTS)}")
     ap.add_argument("--calibration", type=int, default=4, help="frames (after the timed ones) to calibrate int8")
     ap.add_argument("--json", default="benchmarks/results/throughput.json")
+    ap.add_argument("--detector", default="coil-demo",
+                    help="also run benchmarks/throughput_detector.py on this detector ('none': skip)")
     args = ap.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
@@ -120,7 +124,13 @@ def main(argv: list[str] | None = None) -> dict:
                           f"(seed 0) to a temporary folder")
             print(synth_note)
             args.data = str(summary.out)
-        return _run(args, variants, n_calib, synth_note)
+        doc = _run(args, variants, n_calib, synth_note)
+    if args.detector != "none":  # the detector path: its own table and JSON
+        sys.path.insert(0, str(Path(__file__).parent))
+        import throughput_detector
+
+        throughput_detector.main(["--model", args.detector, "--threads", str(args.threads)])
+    return doc
 
 
 def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note: str | None) -> dict:

@@ -27,7 +27,7 @@ def test_throughput_benchmark_smoke(tmp_path):
     out = tmp_path / "throughput.json"
     bench = load_benchmark("throughput")
     bench.DEFAULT_DATA = str(tmp_path / "absent")  # what a fresh clone sees: the default folder is missing
-    bench.main(["--model", str(ckpt), "--frames", "3", "--repeats", "1", "--json", str(out)])
+    bench.main(["--model", str(ckpt), "--frames", "3", "--repeats", "1", "--json", str(out), "--detector", "none"])
 
     doc = json.loads(out.read_text())
     assert doc["matmul_peak_gflops"] > 0 and doc["flops_per_frame_eager"] > 0
@@ -39,3 +39,18 @@ def test_throughput_benchmark_smoke(tmp_path):
         assert r["frames_per_s"] > 0 and r["mpx_per_s"] > 0
         assert 0.0 <= r["dice_kaggle"] <= 1.0 and 0.0 <= r["all_empty_dice"] <= 1.0
         assert 0.0 <= r["decoded_share"] <= 1.0
+
+
+@pytest.mark.slow
+def test_detector_throughput_benchmark_smoke(tmp_path):
+    from tests.detector_helpers import tiny_detector
+
+    out = tmp_path / "det.json"
+    load_benchmark("throughput_detector").main(["--model", str(tiny_detector(tmp_path)), "--frames", "2",
+                                                "--repeats", "1", "--json", str(out)])
+    doc = json.loads(out.read_text())
+    assert doc["synthetic"] and doc["frame_shape"] == [256, 1600] and doc["tile"] == [64, 64]
+    assert [r["path"] for r in doc["rows"]] == ["eager PyTorch, whole frame", "station, PyTorch",
+                                               "station, ONNX Runtime"]
+    for r in doc["rows"]:
+        assert r["frames_per_s"] > 0 and 0 <= r["recall"] <= 1 and 0 <= r["precision"] <= 1

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 
-
 def print_grade(result, console: Console) -> None:
     colour = "green" if result.passed else "red"
     table = Table("class", "count", "largest mm²", "per m", "per m²", "points", title=f"grading: {result.product}")
@@ -26,16 +25,21 @@ def print_grade(result, console: Console) -> None:
 
 def command(
     defects: Path = typer.Argument(..., help="defects.json as `steelscan inspect` writes it"),
-    rules: Path = typer.Option(None, "--rules", help="Rules YAML of the product (default: the shipped example)"),
+    rules: Path = typer.Option(None, "--rules", help="Rules YAML of the product (default: the rules the inspection "
+                               "graded with, as defects.json names them, else the shipped Severstal example)"),
     json_out: Path = typer.Option(None, "--json", help="Write the grade as JSON here"),
 ) -> None:
     """Grade a coil from its defect list: score, grade, pass/fail and the rules that decided it."""
-    from steelscan.grading import grade_coil, load_rules
+    from steelscan.grading import grade_coil, load_rules, read_defect_list
 
-    rule_set = load_rules(rules)  # a bad rules file fails before the defect list is read
-    from steelscan.grading import read_defect_list
-
+    if rules is not None:
+        load_rules(rules)  # a bad rules file fails before the defect list is read
     coil, items = read_defect_list(defects)
+    if rules is None:  # read_defect_list has checked the file is a JSON object
+        made_by = json.loads(Path(defects).read_text()).get("produced_by")
+        used = made_by.get("rules_file") if isinstance(made_by, dict) else None
+        rules = Path(used) if isinstance(used, str) and Path(used).is_file() else None
+    rule_set = load_rules(rules)
     result = grade_coil(items, float(coil["length_m"]), float(coil["strip_width_mm"]), rule_set)
     print_grade(result, Console())
     if json_out:

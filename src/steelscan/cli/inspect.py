@@ -46,7 +46,7 @@ def command(
     Frames are committed to the records store one by one; re-running a killed inspection resumes it.
     """
     from steelscan.grading import check_rules_classes, default_rules_for, load_rules
-    from steelscan.inspection.chain import load_chain
+    from steelscan.inspection.chain import load_chain, provenance
     from steelscan.inspection.runner import (
         finish_coil, folder_frames, inspect_frames, open_coil, read_frame, write_results,
     )
@@ -63,8 +63,11 @@ def command(
                        gate_threshold=gate_threshold, tile_gate=not no_gate, batch=batch, tile_overlap=tile_overlap)
     rule_set = load_rules(rules or default_rules_for(chain.class_names))
     check_rules_classes(rule_set, chain.class_names)
-    store = Store(db or str(out / "records.db"))
+    made_by, warnings = provenance(chain, rule_set)
     con = Console()
+    for w in warnings:
+        con.print(f"[bold red]warning:[/] {w}")
+    store = Store(db or str(out / "records.db"))
     with Progress(TextColumn("[bold]inspecting[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=con, transient=False) as bar:
         task = bar.add_task(coil.coil_id, total=coil.n_frames, info="")
@@ -73,9 +76,11 @@ def command(
                                                                 info=f"{s['ms']:.0f} ms/frame"))
     doc = finish_coil(coil, store, rule_set)
     store.close()
+    doc.update(produced_by=made_by, warnings=warnings)
     results = write_results(doc, out)
     report = write_report(out / "report", doc["coil"], doc["defects"], doc["periodic"], doc["grade"],
-                          lambda k: read_frame(paths[k], coil.frame_shape), chain.class_names)
+                          lambda k: read_frame(paths[k], coil.frame_shape), chain.class_names,
+                          provenance=made_by, warnings=warnings)
     print_summary(con, doc, stats, results, report, time.perf_counter() - t0)
 
 

@@ -289,3 +289,19 @@ def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = No
     cls_p = load_predictor(classifier, task="classification", threads=threads) if classifier else None
     return DetectorChain(detector, gate=gate_p, classifier=cls_p, tile_overlap=tile_overlap,
                          gate_threshold=DEFAULT_GATE_THRESHOLD if gate_threshold is None else gate_threshold)
+
+
+def provenance(chain: FrameChain, rules) -> tuple[dict, list[str]]:
+    """(what produced a coil's results, warnings) for its report: the models, the rules, this steelscan; a
+    model whose metadata shows it no better than predicting no defect is a warning (a plant could otherwise
+    pass bad coils: "0 defects, grade A")."""
+    from steelscan import __version__
+
+    d = chain.describe()
+    info = {"model": d["model"], "model_source": d.get("source"), "rules": rules.label,
+            "rules_file": rules.source, "steelscan_version": __version__}
+    for role in ("classifier", "gate"):
+        if role in d:
+            info[role] = d[role]["source"] or d[role]["model"]
+    warning = chain.meta.baseline_warning()
+    return info, [warning] if warning else []
