@@ -105,10 +105,16 @@ def test_separate_defects_near_a_tile_border_stay_apart():
 def test_merge_tile_boxes_rules():
     boxes = np.array([[0, 0, 64, 10], [60, 0, 100, 10], [0, 30, 10, 40]], np.float32)
     b, s, lab = merge_tile_boxes(boxes, np.array([0.5, 0.9, 0.7], np.float32), np.zeros(3, np.int64),
-                                 np.array([True, True, False]))
+                                 np.array([True, True, False]), np.array([0, 1, 0]))
     assert b.tolist() == [[0, 0, 100, 10], [0, 30, 10, 40]] and s.tolist() == pytest.approx([0.9, 0.7])
-    other = merge_tile_boxes(boxes[:2], np.ones(2, np.float32), np.array([0, 1]), np.array([True, True]))
+    other = merge_tile_boxes(boxes[:2], np.ones(2, np.float32), np.array([0, 1]), np.array([True, True]),
+                             np.array([0, 1]))
     assert len(other[0]) == 2  # two classes never merge
+    nested = np.array([[0, 0, 50, 50], [10, 10, 30, 30]], np.float32)  # the detector's own two boxes in one tile
+    assert len(merge_tile_boxes(nested, np.ones(2, np.float32), np.zeros(2, np.int64), np.array([False, False]),
+                                np.array([3, 3]))[0]) == 2
+    assert len(merge_tile_boxes(nested, np.ones(2, np.float32), np.zeros(2, np.int64), np.array([False, False]),
+                                np.array([3, 4]))[0]) == 1  # seen by two tiles: one defect
 
 
 def test_a_box_across_a_frame_border_is_one_defect():
@@ -120,8 +126,11 @@ def test_a_box_across_a_frame_border_is_one_defect():
     results = chain.pieces([(k, f, geo.owned_rows(k, TILE, 2)) for k, f in enumerate(frames)])
     pieces = [p for ps, _ in results for p in ps]
     assert len(pieces) == 2
-    (d,) = merge_pieces(pieces, geo, 3 * TILE, TILE)
+    (d,) = merge_pieces(pieces, geo, 3 * TILE, TILE, within_frame=chain.merges_within_frame)
     assert d.coil_bbox_px == [30, 50, 40, 76] and d.frames == [0, 1] and d.length_mm == 26
+    same_frame = [Piece(0, "bright", 0.9, (0, 0, 20, 20), 400), Piece(0, "bright", 0.8, (10, 10, 30, 30), 400)]
+    assert len(merge_pieces(same_frame, geo, 3 * TILE, TILE, within_frame=False)) == 2  # a detector's own boxes
+    assert len(merge_pieces(same_frame, geo, 3 * TILE, TILE, within_frame=True)) == 1
 
 
 def test_fragments_in_line_along_the_strip_are_one_defect_but_neighbours_across_are_not():

@@ -40,6 +40,9 @@ def _register() -> None:
     app.command("synth")(synth.command)
     app.command("train")(train.command)
     app.command("evaluate")(evaluate.command)
+    from steelscan.cli import evaluate_coil
+
+    app.command("evaluate-coil")(evaluate_coil.command)
     app.command("classify")(classify.command)
     app.command("detect")(detect.command)
     app.command("segment")(segment.command)

@@ -74,7 +74,7 @@ def command(
         stats = inspect_frames(coil, folder_frames(paths, coil.frame_shape), chain, store,
                                on_frame=lambda k, s: bar.update(task, completed=s["committed"],
                                                                 info=f"{s['ms']:.0f} ms/frame"))
-    doc = finish_coil(coil, store, rule_set)
+    doc = finish_coil(coil, store, rule_set, chain.merges_within_frame)
     store.close()
     doc.update(produced_by=made_by, warnings=warnings)
     results = write_results(doc, out)

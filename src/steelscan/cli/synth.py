@@ -1,4 +1,5 @@
-"""`steelscan synth {severstal,neu-cls,neu-det,neu-clean,coil} OUT --n N --seed S`: synthetic data in real formats."""
+"""`steelscan synth {severstal,neu-cls,neu-det,neu-clean,coil} OUT --n N --seed S`: synthetic data in real formats;
+`steelscan synth neu-coil ROOT OUT`: real NEU-DET images laid out as a coil."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ class SynthKind(str, Enum):
     neu_det = "neu-det"
     neu_clean = "neu-clean"
     coil = "coil"
+    neu_coil = "neu-coil"
 
 
 def _parse_classes(kind: SynthKind, text: str | None) -> list | None:
@@ -30,15 +32,18 @@ def _parse_classes(kind: SynthKind, text: str | None) -> list | None:
         if not all(p.isdigit() for p in parts):
             raise SteelscanError(f"--classes for severstal expects ClassIds 1..4 like '2' or '1,2', got {text!r}")
         return [int(p) for p in parts]
-    if kind is SynthKind.coil:
-        raise SteelscanError("--classes does not apply to coil (its defect mix is fixed)")
+    if kind in (SynthKind.coil, SynthKind.neu_coil):
+        raise SteelscanError(f"--classes does not apply to {kind.value} (its defect mix is fixed)")
     return parts
 
 
 def command(
-    kind: SynthKind = typer.Argument(..., help="What to write: severstal, neu-cls, neu-det, neu-clean or coil."),
-    out: Path = typer.Argument(..., help="Output folder (created; must be new or empty unless --overwrite)."),
-    n: int = typer.Option(100, "--n", help="Images to write (for coil: frames)."),
+    kind: SynthKind = typer.Argument(..., help="What to write: severstal, neu-cls, neu-det, neu-clean, coil or "
+                                     "neu-coil."),
+    paths: list[Path] = typer.Argument(..., metavar="[ROOT] OUT", help="Output folder (created; must be new or "
+                                       "empty unless --overwrite); neu-coil: the data set ROOT, then OUT."),
+    n: int = typer.Option(None, "--n", help="Images to write (default 100; coil: frames; neu-coil: at most N "
+                          "source images, default all)."),
     seed: int = typer.Option(0, "--seed", help="Seed: the same seed writes the same bytes."),
     classes: str = typer.Option(
         None, "--classes",
@@ -53,6 +58,12 @@ def command(
                               "e.g. 1600x256 for Severstal-sized frames."),
     overlap: int = typer.Option(32, "--overlap", help="coil: rows shared by consecutive frames."),
     strip_width_mm: float = typer.Option(1250.0, "--strip-width-mm", help="coil: strip width (at 1.5 mm/px across)."),
+    roll_diameter_m: float = typer.Option(0.6, "--roll-diameter-m", help="coil: the marking roll's diameter "
+                                          "(roll marks repeat every pi x diameter)."),
+    defects_per_metre: float = typer.Option(0.25, "--defects-per-metre", help="coil: random defects per metre."),
+    split: str = typer.Option("val", "--split", help="neu-coil: the split of ROOT to lay out (train, val, test, "
+                              "all); val is what `steelscan evaluate neu-det --split val` measures."),
+    per_frame: int = typer.Option(8, "--per-frame", help="neu-coil: images side by side per frame."),
 ) -> None:
     """Write synthetic steel strip data in exactly the real on-disk formats.
 
@@ -66,20 +77,36 @@ def command(
 
     coil: OUT/frames/000000.png ... (--frame, default 1024 across x 512 along, --overlap 32 px) + manifest.yaml +
     defects_truth.json.
-    """
-    from steelscan.data.synthetic import write_coil, write_neu_clean, write_neu_cls, write_neu_det, write_severstal
 
-    if n <= 0:
+    neu-coil ROOT OUT: real NEU-DET images (ROOT's --split, default val) laid out as a coil, --per-frame side by
+    side (8 x 200 px = 1600 x 200 px frames, 0.5 mm/px): frames/ + manifest.yaml + defects_truth.json (the
+    boxes in coil px, and each source image's offset for `steelscan evaluate-coil --baseline-model`).
+    """
+    from steelscan.data.synthetic import (
+        write_coil, write_neu_clean, write_neu_cls, write_neu_coil, write_neu_det, write_severstal,
+    )
+
+    wanted = "ROOT OUT" if kind is SynthKind.neu_coil else "OUT"
+    if len(paths) != len(wanted.split()):
+        raise SteelscanError(f"synth {kind.value} expects {wanted}, got {len(paths)} path(s): "
+                             f"{' '.join(map(str, paths))}")
+    out = paths[-1]
+    if n is not None and n <= 0:
         raise SteelscanError(f"--n must be a positive integer, got {n}")
     chosen = _parse_classes(kind, classes)
     console = Console(stderr=True)
     with Progress(TextColumn(f"synth {kind.value}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as bar:
-        task = bar.add_task("", total=n)
+        task = bar.add_task("", total=None if kind is SynthKind.neu_coil else n or 100)
 
         def advance(k: int) -> None:
             bar.advance(task, k)
 
+        if kind is SynthKind.neu_coil:
+            summary = write_neu_coil(paths[0], out, split, per_frame, limit=n, overwrite=overwrite, progress=advance)
+            typer.echo(summary.line())
+            return
+        n = n or 100
         common = {"overwrite": overwrite, "workers": workers, "progress": advance}
         if kind is SynthKind.severstal:
             summary = write_severstal(out, n, seed, classes=chosen, **common)
@@ -94,5 +121,6 @@ def command(
             if not sep or not w.isdigit() or not h.isdigit():
                 raise SteelscanError(f"--frame expects WIDTHxHEIGHT in px, e.g. 1600x256, got {frame!r}")
             summary = write_coil(out, n, seed, frame_width=int(w), frame_height=int(h), frame_overlap=overlap,
-                                 strip_width_mm=strip_width_mm, **common)
+                                 strip_width_mm=strip_width_mm, roll_diameter_m=roll_diameter_m,
+                                 defects_per_metre=defects_per_metre, **common)
     typer.echo(summary.line())

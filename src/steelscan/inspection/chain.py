@@ -42,6 +42,7 @@ ALIGN_SHARE = 0.5  # two parts of one cut defect overlap by this share of the na
 
 class FrameChain(Protocol):
     meta: ModelMeta  # the model that finds defects (its class names are the coil's, unless a classifier names them)
+    merges_within_frame: bool  # whether `merge_pieces` may join pieces of one frame, or only across frames
 
     @property
     def class_names(self) -> tuple[str, ...]: ...
@@ -60,6 +61,8 @@ def frames_per_call(tiles_per_frame: int, batch: int) -> int:
 
 class SegmenterChain:
     """Frames -> the segmenter's full-frame masks -> one piece per connected component in the owned rows."""
+
+    merges_within_frame = True  # components a pixel or two apart are one defect the threshold cut
 
     def __init__(self, predictor: SegmenterPredictor) -> None:
         self.predictor, self.meta = predictor, predictor.meta
@@ -117,11 +120,12 @@ def cut_by_tile(box: np.ndarray, rect: tuple[int, int, int, int], frame_shape: t
 
 
 def merge_tile_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, cut: np.ndarray,
-                     gap: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     tiles: np.ndarray, gap: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Boxes of one frame from overlapping tiles -> one box per defect (union box, best score). Two boxes of a
-    class merge when they are one defect seen twice (intersection >= half the smaller box), or when one was cut
-    by its tile and the other continues it: they touch (within `gap` px) and overlap across the cut by at least
-    half the narrower. Boxes merely near each other stay apart."""
+    class from different tiles merge when they are one defect seen twice (intersection >= half the smaller box),
+    or when one was cut by its tile and the other continues it: they touch (within `gap` px) and overlap across
+    the cut by at least half the narrower. Boxes merely near each other, and boxes of one tile (the detector's
+    own verdict), stay apart."""
     n = len(boxes)
     if n < 2:
         return boxes, scores, labels
@@ -129,7 +133,7 @@ def merge_tile_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, 
     wh = np.maximum(b[:, 2:] - b[:, :2], 1e-6)
 
     def joined(i: int, j: int) -> bool:
-        if labels[i] != labels[j]:
+        if labels[i] != labels[j] or tiles[i] == tiles[j]:
             return False
         iw = min(b[i, 2], b[j, 2]) - max(b[i, 0], b[j, 0])
         ih = min(b[i, 3], b[j, 3]) - max(b[i, 1], b[j, 1])
@@ -151,6 +155,8 @@ def merge_tile_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, 
 
 class DetectorChain:
     """Frames -> tiles -> (gate) -> detector -> boxes merged across tiles -> pieces -> (classifier renames)."""
+
+    merges_within_frame = False  # a frame's boxes are final once merged across tiles: the detector's own verdict
 
     def __init__(self, detector: DetectorPredictor, *, gate: ClassifierPredictor | None = None,
                  gate_threshold: float = 0.3, classifier: ClassifierPredictor | None = None,
@@ -199,20 +205,21 @@ class DetectorChain:
             passed = gate_probabilities(self.gate, crops) >= self.gate_threshold
         idx = np.flatnonzero(passed)
         found = self.detector.predict([crops[i] for i in idx]) if len(idx) else []
-        per_frame: list[list[tuple[np.ndarray, float, int, bool]]] = [[] for _ in items]
+        per_frame: list[list[tuple[np.ndarray, float, int, bool, int]]] = [[] for _ in items]
         for i, d in zip(idx, found):
             n, rect = where[i]
             shape = items[n][1].shape[:2]
             for box, s, lab in zip(d["boxes"], d["scores"], d["labels"]):
                 fb = box + np.array([rect[0], rect[1], rect[0], rect[1]], np.float32)
-                per_frame[n].append((fb, float(s), int(lab), cut_by_tile(fb, rect, shape)))
+                per_frame[n].append((fb, float(s), int(lab), cut_by_tile(fb, rect, shape), int(i)))
         results = []
         for n, (k, img, owned) in enumerate(items):
             dets = per_frame[n]
             boxes = np.array([d[0] for d in dets], np.float32).reshape(-1, 4)
             boxes, scores, labels = merge_tile_boxes(boxes, np.array([d[1] for d in dets], np.float32),
                                                      np.array([d[2] for d in dets], np.int64),
-                                                     np.array([d[3] for d in dets], bool))
+                                                     np.array([d[3] for d in dets], bool),
+                                                     np.array([d[4] for d in dets], np.int64))
             pieces = pieces_from_boxes(k, boxes, scores, labels, owned, self.detector.class_names)
             if self.classifier is not None and pieces:
                 pieces = self._classify(img, pieces)

@@ -82,12 +82,13 @@ def union_find_groups(n: int, pairs) -> list[list[int]]:
 
 
 def merge_pieces(pieces: Sequence[Piece], geometry: StripGeometry, frame_width: int, frame_height: int,
-                 gap_px: int = 2, along_gap_mm: float = FRAGMENT_GAP_MM) -> list[Defect]:
+                 gap_px: int = 2, along_gap_mm: float = FRAGMENT_GAP_MM, within_frame: bool = True) -> list[Defect]:
     """Merge pieces into defects with strip coordinates; ids run from the head of the coil.
 
     Pieces of one class merge when their coil boxes overlap or come within `gap_px` (a defect cut by a frame
     or tile border), or when both are longer along the strip than across and lie one after the other, overlapping
-    across by at least half the narrower, with at most `along_gap_mm` between them (fragments of one scratch)."""
+    across by at least half the narrower, with at most `along_gap_mm` between them (fragments of one scratch).
+    `within_frame` False: only pieces of different frames merge (a detector's boxes in one frame are final)."""
     boxes = [geometry.to_coil(p.frame, p.bbox, frame_height) for p in pieces]
     along_gap = max(gap_px, int(round(along_gap_mm / geometry.mm_per_px_along)))
     order = sorted(range(len(pieces)), key=lambda i: boxes[i][1])
@@ -97,7 +98,7 @@ def merge_pieces(pieces: Sequence[Piece], geometry: StripGeometry, frame_width: 
         x1, y1, x2, y2 = boxes[i]
         active = [j for j in active if boxes[j][3] + along_gap >= y1]
         for j in active:
-            if pieces[j].class_name != pieces[i].class_name:
+            if pieces[j].class_name != pieces[i].class_name or (not within_frame and pieces[j].frame == pieces[i].frame):
                 continue
             a1, b1, a2, b2 = boxes[j]
             across = min(x2, a2) - max(x1, a1)

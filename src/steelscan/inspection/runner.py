@@ -154,13 +154,14 @@ def inspect_frames(coil: Coil, frames: Callable[[set[int]], Iterable[tuple[int, 
     return stats
 
 
-def finish_coil(coil: Coil, store: Store, rules: Rules | None = None) -> dict:
-    """Merge the committed pieces into defects, find periodic ones, grade; the coil's result document."""
+def finish_coil(coil: Coil, store: Store, rules: Rules | None = None, within_frame: bool = True) -> dict:
+    """Merge the committed pieces into defects, find periodic ones, grade; the coil's result document.
+    `within_frame`: the chain's `merges_within_frame`."""
     missing = sorted(set(range(coil.n_frames)) - store.frames_done(coil.coil_id))
     if missing:
         raise SteelscanError(f"coil {coil.coil_id}: {len(missing)} frame(s) not inspected yet, e.g. {missing[0]}")
     h, w = coil.frame_shape
-    defects = merge_pieces(store.pieces(coil.coil_id), coil.geometry, w, h)
+    defects = merge_pieces(store.pieces(coil.coil_id), coil.geometry, w, h, within_frame=within_frame)
     items = [d.as_dict() for d in defects]
     periodic = [f.as_dict() for f in find_periodic(items)]
     grade = grade_coil(items, coil.length_m, coil.geometry.strip_width_mm, rules or load_rules()).as_dict()

@@ -1,5 +1,5 @@
 """Synthetic steel strip data in the real on-disk formats: Severstal, NEU-CLS, NEU-DET, defect-free NEU-like
-images, and a coil of frames.
+images, a coil of frames, and real NEU-DET images laid out as a coil (`neu_coil`).
 
 Images are procedural rolled-steel textures (streaks along the rolling direction, scale, lighting,
 grain) with drawn defects whose masks and boxes are exactly the drawn regions. Everything is a function of
@@ -9,6 +9,7 @@ a seed: the same seed writes the same bytes. See `writers` (formats), `coil` (co
 
 from steelscan.data.synthetic.coil import CoilSpec, coil_truth, render_frame, write_coil
 from steelscan.data.synthetic.neu_clean import neu_clean_image, write_neu_clean
+from steelscan.data.synthetic.neu_coil import write_neu_coil
 from steelscan.data.synthetic.neu_images import make_neu_image
 from steelscan.data.synthetic.strips import SEVERSTAL_CLASS_SETS, make_severstal_image
 from steelscan.data.synthetic.writers import (
@@ -42,6 +43,7 @@ __all__ = [
     "write_coil",
     "write_neu_cls",
     "write_neu_clean",
+    "write_neu_coil",
     "write_neu_det",
     "write_severstal",
 ]
