@@ -180,3 +180,18 @@ def test_bad_chains_are_refused():
         DetectorChain(detector(), classifier=classifier(("clean", "defect"), [0.0, 1.0]))
     with pytest.raises(Exception, match="defect' or 'clean'"):
         DetectorChain(detector(), gate=classifier(("a", "b"), [0.0, 1.0]))
+
+
+@pytest.mark.parametrize("shape", [(200, 1600), (1000, 2048), (130, 270)])
+def test_frames_of_any_size_go_through_both_chains(shape, tmp_path):
+    from steelscan.deploy.predictors import load_predictor
+    from steelscan.inspection.chain import SegmenterChain
+    from tests.service_helpers import tiny_artifact
+
+    img = np.full(shape, 60, np.uint8)
+    img[shape[0] // 2 : shape[0] // 2 + 10, 5:shape[1] - 5] = 255  # across every tile border
+    ((pieces, info),) = DetectorChain(detector()).pieces([(0, img, (0, shape[0]))])
+    assert [p.bbox for p in pieces] == [(5, shape[0] // 2, shape[1] - 5, shape[0] // 2 + 10)]
+    seg = SegmenterChain(load_predictor(tiny_artifact(tmp_path), threads=1))
+    ((pieces, info),) = seg.pieces([(0, img, (0, shape[0]))])
+    assert info["tiles"] >= 1 and all(0 <= p.bbox[0] < p.bbox[2] <= shape[1] and p.bbox[3] <= shape[0] for p in pieces)

@@ -12,7 +12,7 @@ import pytest
 from steelscan.cli import app, main
 
 COMMANDS = ["stats", "convert", "synth", "train", "evaluate", "classify", "detect", "segment", "tune", "grade", "models", "benchmark",
-            "experiment"]
+            "experiment", "inspect", "evaluate-coil", "serve", "export"]
 
 
 def test_every_subcommand_is_registered_with_help(capsys):

@@ -91,3 +91,32 @@ def test_dashboard_follows_frames_filters_and_opens_a_defect(browser, tmp_path):
         api.post("/v1/coils/E2E/close")
         page.wait_for_function("!document.querySelector('#grade-badge').textContent.includes('provisional')")
         assert errors == []
+
+
+def test_dashboard_with_a_detector_station_shows_its_class_names(browser, tmp_path):
+    from tests.detector_helpers import CLASSES, tiny_detector
+
+    frames = coil_frames(tmp_path / "coil", n=2)
+    app = create_app(Settings(artifact=str(tiny_detector(tmp_path)), db=str(tmp_path / "r.db"),
+                              data_dir=tmp_path / "d", threads=1))
+    with served(app) as url, httpx.Client(base_url=url, timeout=120) as api:
+        assert api.post("/v1/coils", json={"coil_id": "DET", **COIL_BODY}).status_code == 201
+        for k in (0, 1):
+            r = api.post("/v1/frames", data={"coil_id": "DET", "frame": str(k)},
+                         files={"image": ("f.png", frames[k].read_bytes(), "image/png")})
+            assert r.status_code == 200, r.text
+        detail = api.get("/v1/coils/DET").json()
+        assert detail["n_defects"] > 0 and set(detail["counts_by_class"]) <= set(CLASSES)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url + "/")
+        page.locator('#coil-list tr[data-coil="DET"]').click()
+        page.wait_for_function(f"document.querySelector('#coil-map').dataset.defects === '{detail['n_defects']}'")
+        shown = page.locator("#counts tbody").inner_text()
+        assert all(name in shown for name in detail["counts_by_class"])  # the model's names, not "class N"
+        options = page.locator("#class-filter option").evaluate_all("os => os.map(o => o.value)")
+        assert set(detail["counts_by_class"]) <= set(options)
+        page.locator("#defect-table tbody tr").first.click()
+        page.wait_for_function("document.querySelector('#defect-crop').naturalWidth > 0")
+        assert errors == []
