@@ -53,8 +53,11 @@ def tiny_neu(tmp_path) -> Path:
 
 
 def test_layout_frames_truth_and_manifest(tiny_neu, tmp_path):
+    mixed = json.loads((write_neu_coil(tiny_neu, tmp_path / "mixed").out / "defects_truth.json").read_text())
+    first = [Path(s["path"]).name.split("_")[0] for s in mixed["sources"]][:2]
+    assert first == ["crazing", "scratches"]  # dealt by class, not in name order
     out = tmp_path / "coil"
-    summary = write_neu_coil(tiny_neu, out)
+    summary = write_neu_coil(tiny_neu, out, order="name")
     assert "real NEU-DET images laid out as a coil" in summary.line() and summary.n_images == 12
     frames = sorted((out / "frames").iterdir())
     assert [p.name for p in frames] == ["000000.png", "000001.png"]
@@ -145,3 +148,25 @@ def test_baseline_detector_on_the_single_images(tiny_neu, tmp_path):
         assert s["x"] <= x1 < x2 <= s["x"] + 200 and s["y"] <= y1 < y2 <= s["y"] + 200 and d["frame"] == s["frame"]
     r = score_coil(doc, truth)
     assert r["overall"]["truth"] == 17 and r["overall"]["found"] == len(doc["defects"])
+
+
+def test_interleave_deals_images_round_robin_by_class_so_no_two_of_a_class_touch():
+    from pathlib import Path
+
+    import numpy as np
+
+    from steelscan.data.formats.base import Item
+    from steelscan.data.synthetic.neu_coil import interleave
+
+    items = [Item(f"{c}_{i}", Path(f"{c}_{i}.jpg"), boxes=np.zeros((1, 4), np.float32), labels=np.array([k]))
+             for k, c in enumerate("abcdef") for i in range(4)]
+    dealt = interleave(items)
+    classes = [int(it.labels[0]) for it in dealt]
+    assert sorted(it.name for it in dealt) == sorted(it.name for it in items)
+    assert classes[:7] == [0, 1, 2, 3, 4, 5, 0]
+    per_frame = 8
+    for i in range(len(dealt)):  # neighbours across (i + 1 in the frame) and along (i + per_frame)
+        if (i + 1) % per_frame and i + 1 < len(dealt):
+            assert classes[i] != classes[i + 1]
+        if i + per_frame < len(dealt):
+            assert classes[i] != classes[i + per_frame]

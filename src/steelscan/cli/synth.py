@@ -64,6 +64,8 @@ def command(
     split: str = typer.Option("val", "--split", help="neu-coil: the split of ROOT to lay out (train, val, test, "
                               "all); val is what `steelscan evaluate neu-det --split val` measures."),
     per_frame: int = typer.Option(8, "--per-frame", help="neu-coil: images side by side per frame."),
+    order: str = typer.Option("interleaved", "--order", help="neu-coil: 'interleaved' (dealt round-robin by class: "
+                              "no two images of one class touch) or 'name' (natural name order)."),
 ) -> None:
     """Write synthetic steel strip data in exactly the real on-disk formats.
 
@@ -103,7 +105,8 @@ def command(
             bar.advance(task, k)
 
         if kind is SynthKind.neu_coil:
-            summary = write_neu_coil(paths[0], out, split, per_frame, limit=n, overwrite=overwrite, progress=advance)
+            summary = write_neu_coil(paths[0], out, split, per_frame, limit=n, overwrite=overwrite,
+                                     order=order, progress=advance)
             typer.echo(summary.line())
             return
         n = n or 100
