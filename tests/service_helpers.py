@@ -50,9 +50,10 @@ COIL_BODY = {"mm_per_px_across": 1.5, "mm_per_px_along": 1.0, "strip_width_mm": 
 
 
 @contextmanager
-def served(app):
+def served(app, http=None):
     """The app on a real uvicorn server on a free loopback port, in a thread; yields its base URL.
-    (TestClient waits for the whole ASGI call, so timings and the browser need a real server.)"""
+    (TestClient waits for the whole ASGI call, so timings and the browser need a real server.)
+    `http`: uvicorn's HTTP protocol class (default: uvicorn's own)."""
     import socket
     import threading
     import time
@@ -62,7 +63,7 @@ def served(app):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http or "auto"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     t0 = time.monotonic()

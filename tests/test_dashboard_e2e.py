@@ -20,6 +20,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
+# Pages open with bypass_csp: Playwright runs wait_for_function strings through eval, which the dashboard's
+# Content-Security-Policy forbids (tests/test_service_browser_csp.py checks the page works under it).
+
+
 def launch(p):
     return p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
@@ -49,7 +53,7 @@ def test_dashboard_follows_frames_filters_and_opens_a_defect(browser, tmp_path):
     with served(app) as url, httpx.Client(base_url=url, timeout=60) as api:
         assert api.post("/v1/coils", json={"coil_id": "E2E", **COIL_BODY}).status_code == 201
         post(api, frames, [0, 1])
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page = browser.new_page(viewport={"width": 1500, "height": 1100}, bypass_csp=True)
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url + "/")
@@ -107,7 +111,7 @@ def test_dashboard_with_a_detector_station_shows_its_class_names(browser, tmp_pa
             assert r.status_code == 200, r.text
         detail = api.get("/v1/coils/DET").json()
         assert detail["n_defects"] > 0 and set(detail["counts_by_class"]) <= set(CLASSES)
-        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        page = browser.new_page(viewport={"width": 1500, "height": 1100}, bypass_csp=True)
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(url + "/")

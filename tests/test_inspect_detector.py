@@ -113,3 +113,33 @@ def test_the_service_runs_a_detector_station(assets, tmp_path):
         defects = c.get("/v1/coils/D1/defects").json()["defects"]
         assert all(d["detector_class"] in CLASSES for d in defects)
         assert c.post("/v1/coils/D1/close").status_code == 200
+
+
+def test_a_model_no_better_than_predicting_nothing_is_a_warning_everywhere(assets, tmp_path, capsys):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from steelscan.core.meta import ModelMeta
+    from steelscan.deploy.export import export_segmenter
+    from steelscan.models.segmenter import build_segmenter, segmenter_normalise
+    from steelscan.postprocess import PostProcess
+    from steelscan.service.app import create_app
+    from steelscan.service.settings import Settings
+
+    torch.manual_seed(0)
+    mean, std = segmenter_normalise("unet_efficientnet_lite0")
+    meta = ModelMeta(task="segmentation", model="unet_efficientnet_lite0", model_kwargs={"in_chans": 1},
+                     class_names=("1", "2", "3", "4"), input_size=(64, 128), mean=mean, std=std,
+                     postprocess=PostProcess(threshold=(0.0101,) * 4, min_area=(20,) * 4).as_dict(),
+                     val_metrics={"dice_kaggle": 0.74, "all_empty_dice": 0.75})
+    art = export_segmenter(build_segmenter("unet_efficientnet_lite0").eval(), meta, tmp_path / "bad.onnx", (64, 128),
+                           gate_threshold=0.0)
+    out = tmp_path / "out"
+    assert main(["inspect", str(assets["coil"]), "--out", str(out), "--model", str(art)]) == 0
+    assert "warning:" in capsys.readouterr().out
+    doc = json.loads((out / "defects.json").read_text())
+    assert doc["warnings"] and "0.75" in doc["warnings"][0]
+    assert doc["warnings"][0] in (out / "report" / "report.html").read_text()
+    with TestClient(create_app(Settings(artifact=art, db=str(tmp_path / "r.db"), data_dir=tmp_path / "d",
+                                        threads=1))) as c:
+        assert c.get("/healthz").json()["warnings"] == doc["warnings"]

@@ -106,3 +106,14 @@ def test_geometry_from_manifest_with_overrides():
     assert g.surface_side == "bottom" and g.strip_edges_px == (10, 1210) and g.mm_per_px_along == 1.0
     with pytest.raises(SteelscanError, match="lacks strip_width_mm"):
         geometry_from_manifest({"mm_per_px_across": 1.0, "mm_per_px_along": 1.0})
+
+
+@pytest.mark.parametrize("key", ["mm_per_px_across", "mm_per_px_along", "strip_width_mm", "frame_overlap_px"])
+def test_booleans_in_a_manifest_are_not_numbers(key):
+    from steelscan.core.errors import SteelscanError
+    from steelscan.inspection.geometry import geometry_from_manifest
+
+    manifest = {"mm_per_px_across": 1.0, "mm_per_px_along": 1.0, "strip_width_mm": 400, "frame_overlap_px": 0,
+                key: True}
+    with pytest.raises(SteelscanError, match=key):
+        geometry_from_manifest(manifest).validate(400, 256)

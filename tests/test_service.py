@@ -98,6 +98,8 @@ def test_coil_lifecycle_every_endpoint(tmp_path, assets):
         assert csv.status_code == 200 and csv.text.count("\n") == detail["n_defects"] + 1
         js = c.get("/v1/coils/C1/report", params={"format": "json"}).json()
         assert len(js["defects"]) == detail["n_defects"]
+        prov = js["provenance"]  # what produced it, as `steelscan inspect` reports it
+        assert prov["model"] == "unet_efficientnet_lite0" and prov["model_source"] and prov["rules_version"]
 
         grade = c.post("/v1/coils/C1/close").json()
         assert set(grade) >= {"grade", "passed", "score", "decided_by"} and grade["decided_by"]
@@ -233,9 +235,9 @@ def test_token_required_everywhere_under_v1(tmp_path, assets):
         assert c.get("/v1/coils", headers=ok).status_code == 200
         assert c.post("/v1/coils", json={"coil_id": "C1", **COIL_BODY}, headers=ok).status_code == 201
         assert post_frame(c, 0, assets["frames"][0].read_bytes(), headers=ok).status_code == 200
-        # health, metrics and the dashboard's static files are open; they hold no records
-        assert c.get("/healthz").json()["auth"] is True and c.get("/metrics").status_code == 200
-        assert c.get("/").status_code == 200
+        # health and the dashboard's static files are open (they hold no records); metrics need the token
+        assert c.get("/healthz").json()["auth"] is True and c.get("/").status_code == 200
+        assert c.get("/metrics").status_code == 401 and c.get("/metrics", headers=ok).status_code == 200
 
 
 def test_public_address_needs_a_token(tmp_path, monkeypatch, capsys):
@@ -301,15 +303,19 @@ def test_service_on_postgresql(tmp_path, assets, pg_url):
     store.close()
 
 
-def test_a_bug_is_a_json_500_and_the_service_keeps_serving(tmp_path, assets):
+def test_a_bug_is_a_json_500_and_the_service_keeps_serving(tmp_path, assets, caplog):
     s = Settings(artifact=assets["artifact"], db=str(tmp_path / "r.db"), data_dir=tmp_path / "data", threads=1)
-    with TestClient(create_app(s), raise_server_exceptions=False) as c:
+    # raise_server_exceptions: a bug that escaped the app (and got logged a second time by the server) would raise
+    with TestClient(create_app(s), raise_server_exceptions=True) as c:
         c.post("/v1/coils", json={"coil_id": "C1", **COIL_BODY})
         station = c.app.state.station
         real = station.summary
         station.summary = lambda coil_id: 1 / 0
+        caplog.clear()
         r = c.get("/v1/coils/C1")
         assert r.status_code == 500 and r.json()["error"].startswith("internal error (ZeroDivisionError)")
+        logged = [rec for rec in caplog.records if rec.exc_info]
+        assert len(logged) == 1 and logged[0].exc_info[0] is ZeroDivisionError  # one traceback, in the log
         station.summary = real
         assert c.get("/v1/coils/C1").status_code == 200
         assert 'steelscan_errors_total{status="500"} 1.0' in c.get("/metrics").text

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from steelscan.core.errors import SteelscanError
 from steelscan.inspection.records import Piece
-from steelscan.store import Store, coils_table
+from steelscan.store import CoilClosed, Store, coils_table
 
 GEOMETRY = {"frame_h": 256, "frame_w": 1600, "overlap": 32, "mm_per_px": 0.5}
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -134,7 +134,7 @@ def test_geometry_mismatch_is_refused(store):
         store.open_coil("C1", {"geometry": {**GEOMETRY, "overlap": 64}})
 
 
-@pytest.mark.parametrize("bad", ["", "-lead", "a/b", "../x", "x" * 65, "c 1", 7])
+@pytest.mark.parametrize("bad", ["", "-lead", "a/b", "../x", "x" * 65, "c 1", 7, "C9\n", "C9\r\n"])
 def test_bad_coil_id_is_refused(store, bad):
     with pytest.raises(SteelscanError, match=r"coil id must match"):
         store.open_coil(bad, {"geometry": GEOMETRY})
@@ -188,6 +188,8 @@ def test_coils_newest_first_and_paginated(store):
     assert {c["coil_id"]: c["n_frames"] for c in store.coils()} == {"C0": 0, "C1": 0, "C2": 0, "C3": 1, "C4": 0}
     with pytest.raises(SteelscanError, match="limit"):
         store.coils(limit=-1)
+    with pytest.raises(SteelscanError, match="offset"):  # past a 64-bit integer: a message, not OverflowError
+        store.coils(offset=2**63)
 
 
 def test_bad_inputs(store):
@@ -237,3 +239,91 @@ def test_racing_writers_store_each_frame_once(store, store_url):
     assert store.frames_done("C1") == set(frames)
     assert store.pieces("C1") == [p for k in frames for p in frame_pieces(k, 2)]
     assert [c["coil_id"] for c in store.coils()] == ["C1"] and store.coil("C1")["n_frames"] == len(frames)
+
+
+def test_close_is_atomic_with_frame_commits(store, store_url):
+    """Writers (own engines) commit frames while the coil is closed: the grade is computed on exactly the frames
+    committed, and every commit after the close is refused (CoilClosed), on SQLite and PostgreSQL."""
+    store.open_coil("C1", {"geometry": GEOMETRY})
+    n_writers, acked, refused, errors = 4, [], [], []
+    started = threading.Barrier(n_writers + 1, timeout=60)
+
+    def writer(first: int) -> None:
+        s = Store(store_url)
+        try:
+            started.wait()
+            for k in range(first, 10**6, n_writers):  # until the close refuses one
+                try:
+                    if s.add_frame("C1", k, frame_pieces(k, 1)):
+                        acked.append(k)
+                except CoilClosed:
+                    refused.append(k)
+                    return
+        except Exception as e:  # reported by the assertion below
+            errors.append(e)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(n_writers)]
+    for t in threads:
+        t.start()
+    started.wait()
+    while len(acked) < 20:
+        threading.Event().wait(0.01)
+    seen: list[set[int]] = []
+
+    def grade(done: set[int], pieces: list) -> dict:
+        seen.append(set(done))
+        return {"frames": len(done), "pieces": len(pieces)}
+
+    g = store.close_coil("C1", grade)
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert len(refused) == n_writers  # each writer's next frame after the close was refused
+    assert seen == [set(acked)] == [store.frames_done("C1")]
+    assert g == store.coil("C1")["grade"] == {"frames": len(acked), "pieces": len(acked)}
+    # closing again returns the stored grade without grading; a frame for the closed coil is refused, always
+    assert store.close_coil("C1", lambda done, pieces: 1 / 0) == g
+    with pytest.raises(CoilClosed, match="closed"):
+        store.add_frame("C1", acked[0], frame_pieces(acked[0], 1))  # even one already stored
+    with pytest.raises(CoilClosed):
+        store.add_frame("C1", 10**6, [])
+
+
+def test_grading_that_raises_leaves_the_coil_open(store):
+    store.open_coil("C1", {"geometry": GEOMETRY})
+    store.add_frame("C1", 0, [])
+
+    def refuse(done, pieces):
+        raise SteelscanError("missing frames")
+
+    with pytest.raises(SteelscanError, match="missing frames"):
+        store.close_coil("C1", refuse)
+    assert store.coil("C1")["status"] == "open" and store.add_frame("C1", 1, []) is True
+
+
+def test_create_coil_tells_the_one_creator(store, store_url):
+    """Ten stations opening one new coil at once: exactly one of them created it."""
+    n = 10
+    start, created, errors = threading.Barrier(n, timeout=60), [], []
+
+    def opener() -> None:
+        s = Store(store_url)
+        try:
+            start.wait()
+            created.append(s.create_coil("NEW", {"geometry": GEOMETRY}))
+        except Exception as e:  # reported below
+            errors.append(e)
+        finally:
+            s.close()
+
+    threads = [threading.Thread(target=opener) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    assert sorted(created) == [False] * (n - 1) + [True]
+    with pytest.raises(SteelscanError, match="geometry"):
+        store.create_coil("NEW", {"geometry": {**GEOMETRY, "overlap": 1}})

@@ -17,8 +17,12 @@ Guarantees:
     with synchronous=NORMAL: a commit survives a killed process; a power cut may lose the last few).
   - `add_frame` is idempotent: the frame row's primary key is the guard, so a resumed run, or two
     writers racing on the same frame, store it once; the loser gets False.
-  - A coil keeps the geometry it was opened with: re-opening it with another raises SteelscanError.
-  - Coil ids match COIL_ID_RULE (they become URL and folder names).
+  - A closed coil takes no frame: `add_frame` reads the coil's status in its own transaction (PostgreSQL: under
+    a share lock on the coil row; SQLite: after the frame row's insert took the database's write lock), and
+    `close_coil` takes the coil row's lock first, so a close waits for frames being committed and grades exactly
+    the frames committed before it; every later `add_frame` raises CoilClosed.
+  - A coil keeps the geometry it was opened with: re-opening it with another raises CoilConflict.
+  - Coil ids match COIL_ID_RULE in full (they become URL and folder names; "C9\n" is refused).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import numbers
 import os
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -42,6 +47,15 @@ from steelscan.inspection.records import EXTRA_FIELDS, Piece
 
 COIL_ID_RULE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _COIL_ID = re.compile(COIL_ID_RULE)
+MAX_ROWS = 2**31 - 1  # the largest limit / offset a listing takes (a 64-bit overflow is a message, not a crash)
+
+
+class CoilConflict(SteelscanError):
+    """The request contradicts the stored coil: another geometry, or a closed coil."""
+
+
+class CoilClosed(CoilConflict):
+    """A frame for a coil that is closed."""
 
 metadata = MetaData()
 
@@ -98,7 +112,8 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 
 
 def check_coil_id(coil_id) -> str:
-    if not isinstance(coil_id, str) or not _COIL_ID.match(coil_id):
+    # fullmatch: with match, "$" also matches before a trailing newline
+    if not isinstance(coil_id, str) or not _COIL_ID.fullmatch(coil_id):
         raise SteelscanError(f"coil id must match {COIL_ID_RULE} (1-64 of letters, digits, . _ -), got {coil_id!r}")
     return coil_id
 
@@ -139,6 +154,7 @@ class Store:
             self.engine = create_engine(parsed)
         except ModuleNotFoundError as e:
             raise SteelscanError(f"store url {parsed.drivername}:// needs the driver {e.name}, not installed") from None
+        self._pg = backend == "postgresql"
         if backend == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         with self.engine.begin() as conn:
@@ -152,24 +168,30 @@ class Store:
 
     def open_coil(self, coil_id: str, info: dict) -> set[int]:
         """Register the coil (or keep the stored one) and return the frames already committed."""
+        self.create_coil(coil_id, info)
+        return self.frames_done(coil_id)
+
+    def create_coil(self, coil_id: str, info: dict) -> bool:
+        """Register the coil: True if this call created it, False if it was there with the same geometry."""
         check_coil_id(coil_id)
         if not isinstance(info, dict):
             raise SteelscanError(f"coil info must be a dict, got {type(info).__name__}")
         info = _json(info, "coil info")
         row = {"coil_id": coil_id, "created_at": datetime.now(UTC), "status": "open", "info": info, "grade": None}
-        try:  # insert first: two stations opening the same coil cannot both create it
+        try:  # insert first: of stations opening the same coil at once, exactly one creates it
             with self.engine.begin() as conn:
                 conn.execute(insert(coils_table), row)
+            return True
         except IntegrityError:
             stored = self._coil_row(coil_id)
             if stored is None:  # not a duplicate key: something else is wrong
                 raise
             if stored.info.get("geometry") != info.get("geometry"):
-                raise SteelscanError(
+                raise CoilConflict(
                     f"coil {coil_id!r} was started with geometry {stored.info.get('geometry')}, "
                     f"got {info.get('geometry')}; resume it with the same geometry or use a new coil id"
                 ) from None
-        return self.frames_done(coil_id)
+            return False
 
     def add_frame(self, coil_id: str, frame: int, pieces: list[Piece], info: dict | None = None) -> bool:
         """Commit a frame and its pieces in one transaction; False (nothing written) if it was already there."""
@@ -190,18 +212,44 @@ class Store:
                      "created_at": datetime.now(UTC)}
         try:
             with self.engine.begin() as conn:
-                # The frame row goes first: its primary key is the idempotence guard (no read-then-write race).
+                # PostgreSQL: a share lock on the coil row first: a close (which locks it for update) waits for
+                # this commit, and a frame arriving after the close sees it
+                if self._pg:
+                    self._check_open(conn, coil_id, lock=True)
+                # The frame row goes first: its primary key is the idempotence guard (no read-then-write race);
+                # on SQLite it also takes the write lock, so the status read below is the latest
                 conn.execute(insert(frames_table), frame_row)
+                if not self._pg:
+                    self._check_open(conn, coil_id, lock=False)
                 if rows:  # an empty executemany would insert one all-default row
                     conn.execute(insert(pieces_table), rows)
         except IntegrityError:
-            # Tell the two expected violations apart by reading, not by parsing dialect error text.
+            # Tell the expected violations apart by reading, not by parsing dialect error text.
+            coil = self._coil_row(coil_id)
+            if coil is None:
+                raise SteelscanError(f"unknown coil {coil_id!r}: open_coil it before adding frames") from None
+            if coil.status != "open":
+                raise CoilClosed(f"coil {coil_id!r} is closed: it takes no more frames") from None
             if frame in self.frames_done(coil_id):
                 return False
-            if self._coil_row(coil_id) is None:
-                raise SteelscanError(f"unknown coil {coil_id!r}: open_coil it before adding frames") from None
             raise
         return True
+
+    def _check_open(self, conn, coil_id: str, lock: bool) -> None:
+        q = select(coils_table.c.status).where(coils_table.c.coil_id == coil_id)
+        status = conn.scalar(q.with_for_update(read=True) if lock else q)
+        if status is None:
+            raise SteelscanError(f"unknown coil {coil_id!r}: open_coil it before adding frames")
+        if status != "open":
+            raise CoilClosed(f"coil {coil_id!r} is closed: it takes no more frames")
+
+    def frame_info(self, coil_id: str, frame: int) -> dict | None:
+        """The info stored with a committed frame, or None if the frame is not committed."""
+        check_coil_id(coil_id)
+        f = frames_table
+        with self.engine.connect() as conn:
+            row = conn.execute(select(f.c.info).where(f.c.coil_id == coil_id, f.c.frame == int(frame))).first()
+        return None if row is None else (row.info or {})
 
     def frames_done(self, coil_id: str) -> set[int]:
         check_coil_id(coil_id)
@@ -211,17 +259,19 @@ class Store:
     def pieces(self, coil_id: str, frame: int | None = None) -> list[Piece]:
         """The coil's pieces (or one frame's), by frame, then in the order they were added."""
         check_coil_id(coil_id)
+        with self.engine.connect() as conn:
+            return self._pieces(conn, coil_id, frame)
+
+    @staticmethod
+    def _pieces(conn, coil_id: str, frame: int | None = None) -> list[Piece]:
         t = pieces_table
         q = select(t).where(t.c.coil_id == coil_id).order_by(t.c.frame, t.c.id)
         if frame is not None:
             q = q.where(t.c.frame == int(frame))
-        with self.engine.connect() as conn:
-            return [
-                Piece(frame=r.frame, class_name=r.class_name, confidence=r.confidence,
+        return [Piece(frame=r.frame, class_name=r.class_name, confidence=r.confidence,
                       bbox=(r.x1, r.y1, r.x2, r.y2), area_px=r.area_px,
                       **{k: v for k, v in (r.extra or {}).items() if k in EXTRA_FIELDS})
-                for r in conn.execute(q)
-            ]
+                for r in conn.execute(q)]
 
     def _summary_query(self):
         c, f = coils_table, frames_table
@@ -236,8 +286,8 @@ class Store:
     def coils(self, limit: int = 100, offset: int = 0) -> list[dict]:
         """Coils, newest first (ties by coil id, descending)."""
         for name, v in (("limit", limit), ("offset", offset)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise SteelscanError(f"{name} must be an int >= 0, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_ROWS:
+                raise SteelscanError(f"{name} must be an int 0..{MAX_ROWS}, got {v!r}")
         c = coils_table
         q = self._summary_query().order_by(c.c.created_at.desc(), c.c.coil_id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
@@ -251,16 +301,32 @@ class Store:
             raise SteelscanError(f"unknown coil {coil_id!r}")
         return self._as_dict(r)
 
-    def close_coil(self, coil_id: str, grade: dict) -> None:
+    def close_coil(self, coil_id: str, grade: dict | Callable[[set[int], list[Piece]], dict]) -> dict:
+        """Close the coil with its grade; returns the grade stored.
+
+        `grade` is the grade, or a function of (committed frames, their pieces) -> grade that runs while the
+        coil row is locked: no frame commits between what it reads and the close. With a function, closing a
+        closed coil returns the stored grade; a function that raises leaves the coil open. A dict re-grades."""
         check_coil_id(coil_id)
-        if not isinstance(grade, dict):
-            raise SteelscanError(f"grade must be a dict, got {type(grade).__name__}")
-        grade = _json(grade, "grade")
+        if not (isinstance(grade, dict) or callable(grade)):
+            raise SteelscanError(f"grade must be a dict or a function, got {type(grade).__name__}")
+        c = coils_table
         with self.engine.begin() as conn:
-            done = conn.execute(update(coils_table).where(coils_table.c.coil_id == coil_id)
-                                .values(status="closed", grade=grade))
-            if done.rowcount == 0:
+            # The row lock first (SQLite: the database's write lock): frames being committed finish before it,
+            # later ones wait for this commit and then find the coil closed.
+            if conn.execute(update(c).where(c.c.coil_id == coil_id).values(status=c.c.status)).rowcount == 0:
                 raise SteelscanError(f"unknown coil {coil_id!r}")
+            if callable(grade):
+                row = conn.execute(select(c.c.status, c.c.grade).where(c.c.coil_id == coil_id)).one()
+                if row.status == "closed":
+                    return row.grade
+                done = set(conn.scalars(select(frames_table.c.frame).where(frames_table.c.coil_id == coil_id)))
+                grade = grade(done, self._pieces(conn, coil_id))
+                if not isinstance(grade, dict):
+                    raise SteelscanError(f"the grade function must return a dict, got {type(grade).__name__}")
+            grade = _json(grade, "grade")
+            conn.execute(update(c).where(c.c.coil_id == coil_id).values(status="closed", grade=grade))
+        return grade
 
     def close(self) -> None:
         self.engine.dispose()

@@ -204,3 +204,39 @@ def test_bad_arguments_are_programming_errors():
         read_image_bytes(encode(GREY, "PNG"), channels=2)
     with pytest.raises(ValueError, match="min_side"):
         read_image_bytes(encode(GREY, "PNG"), min_side=0)
+
+
+def test_jpeg_ending_early_is_refused_even_with_its_end_marker(tmp_path):
+    """A JPEG cut mid-scan with an end-of-image marker appended, or a 1x1 JPEG whose header was relabelled
+    1600x256: libjpeg fills the missing blocks with grey and says nothing; the reader must refuse both."""
+    frame = RNG.integers(0, 256, (256, 1600), dtype=np.uint8)
+    jpeg = encode(frame, "JPEG")
+    cut = jpeg[: len(jpeg) // 2] + b"\xff\xd9"
+    assert "ends before its last" in refused("truncated", read_image_bytes, cut, name="cut.jpg")
+    one = bytearray(encode(np.full((1, 1), 200, np.uint8), "JPEG"))
+    i = one.find(b"\xff\xc0")
+    one[i + 5 : i + 9] = struct.pack(">HH", 256, 1600)  # height, width
+    refused("truncated", read_image, write(tmp_path, "relabelled.jpg", bytes(one)))
+    for name, ok in {"cut-colour": encode(RGB, "JPEG", progressive=True)}.items():
+        refused("truncated", read_image_bytes, ok[: len(ok) * 2 // 3] + b"\xff\xd9", name=name)
+    # complete JPEGs whose last blocks are flat (or all of them) are still read, grey and colour alike
+    flat = frame.copy()
+    flat[-64:, -64:] = 90
+    for array in (flat, np.zeros((256, 1600), np.uint8), np.full((24, 32, 3), 255, np.uint8), RGB):
+        for kw in ({}, {"progressive": True}):
+            data = encode(array, "JPEG", **kw)
+            assert read_image_bytes(data, channels=None).shape == array.shape
+            assert read_image_bytes(data, channels=1).shape == array.shape[:2]
+
+
+def test_the_callers_pixel_limit_speaks_before_pillows(tmp_path):
+    """Pillow refuses images past 2 x 89.5 Mpx itself; a caller allowing more must get its own limit's answer."""
+    big = png_declaring(19_000, 10_000)  # 190 Mpx: past Pillow's own cap, within the caller's 200 Mpx
+    refused("truncated", read_image_bytes, big, max_pixels=200_000_000)  # allowed, then found to have no pixels
+    with warnings.catch_warnings():  # past our limit, Pillow may warn as well; our refusal is what counts
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        message = refused("too_large", read_image_bytes, png_declaring(30_000, 10_000), max_pixels=200_000_000)
+    assert "300000000 px" in message and "limit is 200000000 px" in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape either
+        refused("truncated", read_image_bytes, png_declaring(10_000, 9_500), max_pixels=100_000_000)

@@ -14,7 +14,12 @@ line that names the file and says what was expected and what arrived; its `reaso
   32-bit integer, float: refused, never silently rescaled: a 12-bit camera in a 16-bit container would come out
   nearly black) or 1 bit (refused: a 1-bit image is a mask or a thresholded picture, not a camera frame; the
   usual cause is a folder of masks given for a folder of images) -> truncated (a JPEG without its end-of-image
-  marker, which OpenCV would decode silently into grey rows; any other stream that ends early) -> decode.
+  marker, which OpenCV would decode silently into grey rows; any other stream that ends early) -> decode ->
+  a JPEG whose entropy data ends before its last block (cut mid-scan with an end marker appended, or a small
+  JPEG relabelled larger: libjpeg fills the rest with flat grey and only warns).
+
+The caller's `max_pixels` is the limit that speaks: Pillow's own bomb cap (89.5 Mpx, refusing at twice that) is
+raised to it where it is larger, so an image the caller allows is never refused by Pillow first.
 
 Decoding is Pillow's alone, so the header that was checked is the header that is decoded, and RGB comes out
 in RGB order (OpenCV's would be BGR). Colour to grey uses the ITU-R 601 weights (0.299, 0.587, 0.114); a colour
@@ -57,6 +62,10 @@ _DEEP_MODES = {"1": "1-bit (black and white)", "F": "32-bit float", "I": "32-bit
 _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"), (b"II*\x00", "TIFF"),
                (b"MM\x00*", "TIFF"))
 _BOMB_PIXELS = re.compile(r"\((\d+) pixels\)")
+# Entropy-coded bytes (no 0x00 or 0xFF, so no stuffing or marker) put before a JPEG's end marker: a complete
+# stream never decodes them, one that ends early decodes them instead of libjpeg's flat grey fill
+_JPEG_FILL = bytes(np.random.default_rng(7).integers(1, 255, 4096, dtype=np.uint8))
+_pillow_cap_lock = threading.Lock()
 
 _logged: set[tuple[str, str]] = set()
 _logged_lock = threading.Lock()
@@ -86,8 +95,16 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
+def _raise_pillow_cap(max_pixels: int) -> None:
+    """Pillow's cap up to the caller's limit (never down: other threads may rely on the higher one)."""
+    with _pillow_cap_lock:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
 def _open_header(stream, name: str, max_pixels: int) -> Image.Image:
     """Pillow's lazy open: the header only, no pixels decoded."""
+    _raise_pillow_cap(max_pixels)
     try:
         return Image.open(stream, formats=FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -130,6 +147,34 @@ def _depth_problem(im: Image.Image, data: bytes | None) -> str | None:
 def _truncated_jpeg(data: bytes) -> bool:
     """A JPEG whose end-of-image marker is missing (a copy cut short). Trailers and padding after it are fine."""
     return data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].rstrip(b"\x00")
+
+
+def _flat_tail(a: np.ndarray) -> bool:
+    """Whether the image's last 8x8 block (where a JPEG that ends early has only libjpeg's fill) is flat in
+    luma; colour is judged by its luma, as chroma upsampling blurs block edges."""
+    h, w = a.shape[:2]
+    block = a[(h - 1) // 8 * 8 :, (w - 1) // 8 * 8 :].astype(np.float32)
+    if block.ndim == 3:
+        block = block[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32) if block.shape[2] >= 3 else block[..., 0]
+    return float(block.max() - block.min()) <= 2
+
+
+def _jpeg_ends_early(im: Image.Image, data: bytes) -> bool:
+    """A JPEG with its end marker but too little scan data: decode it again with `_JPEG_FILL` before the marker;
+    a complete stream ignores the extra bytes, a short one decodes them. Only where the last block is flat
+    (baseline) or for progressive files (their later scans refine, so an early end leaves no flat block)."""
+    a = np.asarray(im)
+    if not im.info.get("progressive") and not _flat_tail(a):
+        return False
+    end = data.rfind(b"\xff\xd9")
+    again = Image.open(io.BytesIO(data[:end] + _JPEG_FILL + data[end:]), formats=("JPEG",))
+    if again.mode != im.mode:
+        again.draft(im.mode, again.size)  # the first decode's draft (libjpeg's grey)
+    try:
+        again.load()
+    except (OSError, SyntaxError, ValueError, EOFError):
+        return True
+    return again.size != im.size or not np.array_equal(np.asarray(again), a)
 
 
 def _grey_palette(im: Image.Image) -> bool:
@@ -200,6 +245,9 @@ def read_image_bytes(data: bytes, channels: int | None = 1, max_pixels: int = DE
                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if im.size != (w, h):  # a header that disagrees with its own pixels
         raise _error("truncated", f"{name}: the header says {w}x{h}, the pixels are {im.size[0]}x{im.size[1]}")
+    if im.format == "JPEG" and _jpeg_ends_early(im, data):
+        raise _error("truncated", f"{name} is a JPEG whose data ends before its last {w}x{h} pixels (the rest "
+                                  "would decode as flat grey): expected a complete file; copy it again")
     want = "L" if dst == "grey" else "RGB"
     if im.mode in ("CMYK", "YCbCr") and want == "L":
         im = im.convert("RGB")  # Pillow converts these to grey only by way of RGB

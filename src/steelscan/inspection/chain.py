@@ -229,17 +229,23 @@ class DetectorChain:
         return [(pieces, {"ms": ms, **info}) for pieces, info in results]
 
     def _classify(self, img: np.ndarray, pieces: list[Piece]) -> list[Piece]:
-        """Each piece named by the classifier from a square crop around it, at least a detector tile wide (the
-        scale both models saw in training), shifted inside the frame."""
+        """Each piece named by the classifier from the window the detector saw it in: the tile holding its centre
+        most centrally (the scale and context both models were trained on); a piece larger than a tile from a
+        square crop around it, shifted inside the frame."""
         h, w = img.shape[:2]
+        rects = self.tiles((h, w))
         crops = []
         for p in pieces:
             x1, y1, x2, y2 = p.bbox
-            side = min(max(x2 - x1, y2 - y1, *self.tile), h, w)
-            cx, cy = (x1 + x2) // 2, (y1 + y2) // 2
-            x0 = int(np.clip(cx - side // 2, 0, w - side))
-            y0 = int(np.clip(cy - side // 2, 0, h - side))
-            crops.append(img[y0:y0 + side, x0:x0 + side])
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            if x2 - x1 <= self.tile[1] and y2 - y1 <= self.tile[0]:
+                x0, y0, xe, ye = max(rects, key=lambda r: min(cx - r[0], r[2] - cx, cy - r[1], r[3] - cy))
+            else:
+                side = min(max(x2 - x1, y2 - y1), h, w)
+                x0 = int(np.clip(cx - side / 2, 0, w - side))
+                y0 = int(np.clip(cy - side / 2, 0, h - side))
+                xe, ye = x0 + side, y0 + side
+            crops.append(img[y0:ye, x0:xe])
         probs = self.classifier.predict(crops)
         names = self.classifier.class_names
         return [replace(p, class_name=names[int(np.argmax(pr))], detector_class=p.class_name,
@@ -261,6 +267,15 @@ class DetectorChain:
 # -- loading -----------------------------------------------------------------------------------------------
 
 
+def model_task(model: str) -> str:
+    """The task of a model (ONNX artifact, run folder, .pt or built-in name), read from its metadata alone."""
+    from steelscan.deploy.artifact import read_artifact_meta
+    from steelscan.engine.runs import read_checkpoint, resolve_model
+
+    path = resolve_model(model)
+    return (read_artifact_meta(path) if path.suffix.lower() == ".onnx" else read_checkpoint(path, mmap=True)[1]).task
+
+
 def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = None, classifier: str | None = None,
                gate: str | None = None, gate_threshold: float | None = None, tile_gate: bool = True,
                batch: int = 8, tile_overlap: int | None = None, threads: int = 2) -> FrameChain:
@@ -272,13 +287,10 @@ def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = No
     optional defect `classifier`."""
     from pathlib import Path
 
-    from steelscan.deploy.artifact import read_artifact_meta
     from steelscan.deploy.export import artifact_for_frames
     from steelscan.deploy.predictors import load_predictor
-    from steelscan.engine.runs import read_checkpoint, resolve_model
 
-    path = resolve_model(model)
-    task = (read_artifact_meta(path) if path.suffix.lower() == ".onnx" else read_checkpoint(path, mmap=True)[1]).task
+    task = model_task(model)
     if task == "segmentation":
         if classifier or gate:
             raise ConfigError("--classifier and --gate go with a detector; a segmenter names and gates its own "

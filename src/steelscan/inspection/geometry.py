@@ -33,11 +33,13 @@ class StripGeometry:
         """Refuse negative or absurd geometry with what was expected and what arrived."""
         for key in ("mm_per_px_across", "mm_per_px_along"):
             v = getattr(self, key)
-            if not (isinstance(v, (int, float)) and 0.005 <= v <= 50):
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and 0.005 <= v <= 50):
                 raise SteelscanError(f"{key} must be 0.005..50 mm per pixel, got {v!r}")
-        if not (isinstance(self.strip_width_mm, (int, float)) and 10 <= self.strip_width_mm <= 5000):
+        w = self.strip_width_mm
+        if isinstance(w, bool) or not (isinstance(w, (int, float)) and 10 <= w <= 5000):
             raise SteelscanError(f"strip_width_mm must be 10..5000 mm, got {self.strip_width_mm!r}")
-        if not (isinstance(self.frame_overlap_px, int) and 0 <= self.frame_overlap_px < frame_height // 2):
+        o = self.frame_overlap_px
+        if isinstance(o, bool) or not (isinstance(o, int) and 0 <= o < frame_height // 2):
             raise SteelscanError(f"frame_overlap_px must be an integer 0..{frame_height // 2 - 1} for "
                                  f"{frame_height} px frames, got {self.frame_overlap_px!r}")
         if self.surface_side not in SIDES:
@@ -100,6 +102,7 @@ def geometry_from_manifest(manifest: dict, overrides: dict | None = None) -> Str
     if isinstance(values["strip_edges_px"], list):
         values["strip_edges_px"] = tuple(values["strip_edges_px"])
     if values["strip_edges_px"] is not None and (len(values["strip_edges_px"]) != 2
-                                                 or not all(isinstance(v, int) for v in values["strip_edges_px"])):
+                                                 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                            for v in values["strip_edges_px"])):
         raise SteelscanError(f"strip_edges_px must be two integers [left, right), got {edges!r}")
     return StripGeometry(**values)

@@ -58,11 +58,17 @@ def frame_paths(coil_dir: Path) -> list[Path]:
     """Frames of a coil folder (COIL/frames/ or COIL/ itself) in coil order: frame k is the k-th.
 
     Names ending in a number (`000000.png`, `cam1_0001.jpg`, from any start) are ordered by it and must run
-    without gaps; other names are taken in sorted order."""
+    without gaps; other names are taken in sorted order. Anything but a regular file (a named pipe, a device, a
+    folder named like a frame) is skipped with a warning: reading a pipe would wait for a writer forever."""
     folder = coil_dir / "frames" if (coil_dir / "frames").is_dir() else coil_dir
     if not folder.is_dir():
         raise SteelscanError(f"coil folder not found: {coil_dir}")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith("."))
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith("."))
+    files = [p for p in named if p.is_file()]  # stat only, never opened; follows links to regular files
+    if len(files) < len(named):
+        skipped = [p.name for p in named if not p.is_file()]
+        log.warning("%s: skipped %d entr%s that %s not a regular file: %s", folder, len(skipped),
+                    "y" if len(skipped) == 1 else "ies", "is" if len(skipped) == 1 else "are", ", ".join(skipped[:5]))
     if not files:
         raise SteelscanError(f"{folder}: expected frames ({', '.join(FRAME_SUFFIXES)}), found none")
     numbers = [re.search(r"(\d+)$", p.stem) for p in files]
@@ -76,17 +82,21 @@ def frame_paths(coil_dir: Path) -> list[Path]:
                                  "frame per number (one camera's frames per folder)")
         found[n] = p
     idx = sorted(found)
-    missing = sorted(set(range(idx[0], idx[-1] + 1)) - set(idx))
-    if missing:
-        raise SteelscanError(f"{folder}: frames missing from the sequence: {len(missing)} of {idx[0]}..{idx[-1]}, the "
-                             f"first is number {missing[0]} (frames are numbered in order from the coil head)")
+    n_missing = idx[-1] - idx[0] + 1 - len(idx)  # from the gaps: a name like cam_9999999.png must not cost a set
+    if n_missing:
+        first = next(a + 1 for a, b in zip(idx, idx[1:]) if b > a + 1)
+        raise SteelscanError(f"{folder}: frames missing from the sequence: {n_missing} of {idx[0]}..{idx[-1]}, the "
+                             f"first is number {first} (frames are numbered in order from the coil head)")
     return [found[i] for i in idx]
 
 
 def read_frame(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """An 8-bit grey frame (`steelscan.core.images.read_image`); truncated, empty, 16-bit, oversized or
-    wrong-size frames are refused with the reason (ImageError)."""
-    img = read_image(path, channels=1)
+    """An 8-bit grey frame (`steelscan.core.images.read_image`); truncated, empty, 16-bit, oversized, tiny (a
+    side under MIN_MODEL_SIDE: a 1x1 frame is a mistake, not a strip) or wrong-size frames are refused with the
+    reason (ImageError)."""
+    from steelscan.core.images import MIN_MODEL_SIDE
+
+    img = read_image(path, channels=1, min_side=MIN_MODEL_SIDE)
     if shape is not None and img.shape != tuple(shape):
         raise ImageError(f"frame {path} is {img.shape[1]}x{img.shape[0]} px; the coil's frames are "
                          f"{shape[1]}x{shape[0]}")

@@ -6,7 +6,7 @@ from the strip's edge, boxes xyxy in frame pixels (x2/y2 exclusive), areas in mm
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -26,26 +26,34 @@ class Health(_Out):
     status: Literal["ok"]
     model: str | None
     classes: list[str] = Field(default_factory=list, description="the station's defect class names, in the model's order")
+    warnings: list[str] = Field(default_factory=list, description="e.g. a model no better than predicting no defect")
     queue: int = Field(description="frames waiting for inference")
     uptime_s: float
     auth: bool = Field(description="whether /v1 requires a bearer token")
 
 
+# strict: JSON true is not the number 1 (a manifest's `mm_per_px_across: true` was once taken as 1.0)
+EdgePx = Annotated[int, Field(strict=True, ge=0, le=16384)]
+
+
 class CoilCreate(BaseModel):
-    """A coil to inspect. Geometry left out takes the server's defaults (`steelscan serve --manifest`)."""
+    """A coil to inspect. Geometry left out takes the server's defaults (`steelscan serve --manifest`). The bounds
+    are `StripGeometry.validate`'s; the frame's pixel count is also bounded by the service's --max-pixels (422),
+    the overlap by half the frame height, the strip edges by the frame width."""
 
     model_config = ConfigDict(extra="forbid")
     coil_id: str = Field(pattern=COIL_ID_RULE, description="1-64 letters, digits, '.', '_' or '-'")
-    mm_per_px_across: float | None = Field(None, gt=0)
-    mm_per_px_along: float | None = Field(None, gt=0)
-    strip_width_mm: float | None = Field(None, gt=0)
-    frame_overlap_px: int | None = Field(None, ge=0)
+    mm_per_px_across: float | None = Field(None, strict=True, ge=0.005, le=50)
+    mm_per_px_along: float | None = Field(None, strict=True, ge=0.005, le=50)
+    strip_width_mm: float | None = Field(None, strict=True, ge=10, le=5000)
+    frame_overlap_px: int | None = Field(None, strict=True, ge=0, le=8191,
+                                         description="below half the frame height")
     surface_side: Literal["top", "bottom"] | None = None
-    strip_edges_px: tuple[int, int] | None = None
+    strip_edges_px: tuple[EdgePx, EdgePx] | None = Field(None, description="[left, right) within the frame width")
     # the manifest's key names; `frame_width` / `frame_height` (the first API's) are still read
-    frame_width_px: int | None = Field(None, ge=16, le=16384,
+    frame_width_px: int | None = Field(None, strict=True, ge=16, le=16384,
                                        validation_alias=AliasChoices("frame_width_px", "frame_width"))
-    frame_height_px: int | None = Field(None, ge=16, le=16384,
+    frame_height_px: int | None = Field(None, strict=True, ge=16, le=16384,
                                         validation_alias=AliasChoices("frame_height_px", "frame_height"))
 
 

@@ -20,8 +20,10 @@ DEFAULT_GEOMETRY = {"mm_per_px_across": 1.0, "mm_per_px_along": 1.0, "strip_widt
 @dataclass(frozen=True)
 class Limits:
     max_upload_bytes: int = 20 * 2**20
-    max_pixels: int = 16 * 2**20  # checked from the image header, before decoding
+    max_pixels: int = 16 * 2**20  # checked from the image header, before decoding; also a coil's frame size
     request_timeout_s: float = 60.0
+    header_timeout_s: float = 10.0  # a connection whose request headers are not complete by then is closed
+    max_frame_gap: int = 1000  # a frame at most this far past the coil's highest committed frame
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,25 @@ class Settings:
     station_classifier: str | None = None  # names a detector's defects from their crops
     gate_model: str | None = None  # a detector's defect/no-defect gate
     tile_overlap: int | None = None  # detector tiles (default: 15% of the tile)
+    # The bound address: requests must name it (or localhost on loopback, or an allowed host) in Host, against
+    # DNS rebinding. None: an app built in-process without a bind (tests), no Host check. A wildcard bind
+    # (0.0.0.0, ::) takes any Host unless allowed_hosts lists the names.
+    host: str | None = None
+    allowed_hosts: tuple[str, ...] = ()
+    metrics_public: bool = False  # /metrics without the token (when there is one)
+
+
+WILDCARDS = ("0.0.0.0", "::", "")
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def host_names(host: str | None, allowed: tuple[str, ...] = ()) -> frozenset[str] | None:
+    """The names a Host header may carry (lower case, no port), or None for any."""
+    extra = {h.lower().strip("[]") for h in allowed}
+    if host is None or (host.strip("[]") in WILDCARDS and not extra):
+        return None
+    # loopback names are always fine: a rebinding attack needs a name the attacker's DNS answers
+    return frozenset(({host.lower().strip("[]")} | extra | set(LOOPBACK_NAMES)) - set(WILDCARDS))
 
 
 def is_loopback(host: str) -> bool:

@@ -6,15 +6,26 @@ known in advance (a coil is as long as its highest committed frame), frames save
 defect crops and the report, and coil ids checked before they touch the file system.
 
 Files (under `data_dir`, paths built here from validated coil ids only):
-  frames/<coil_id>/<frame:06d>.png   the frames as received (crops, report gallery)
+  frames/<coil_id>/<frame:06d>.png   the frames as received (crops, report gallery): written to a temp name
+                                     (named in the frame's stored info) and renamed only when the frame's commit
+                                     wins, so two clients racing on a frame never leave the loser's image; a
+                                     kill between the commit and the rename is healed on the next read
   reports/<coil_id>/                 the coil report, rewritten when the coil has changed
+
+A closed coil takes no frame: the store checks the status in the frame's own transaction and grades the coil
+under its lock (`Store.close_coil` with a function). Merged defects are cached per coil and committed-frame
+count (frames are never removed, so the count is a version), and missing frames are counted from the gaps, not
+listed: a coil polled every second by the dashboard is merged once per new frame.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
+import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +37,7 @@ from steelscan.core.errors import ImageError, SteelscanError
 from steelscan.core.images import read_image
 from steelscan.grading import Rules, check_rules_classes, default_rules_for, grade_coil, load_rules
 from steelscan.inspection.geometry import geometry_from_manifest
-from steelscan.inspection.chain import FrameChain, load_chain
+from steelscan.inspection.chain import FrameChain, load_chain, provenance
 from steelscan.inspection.merge import merge_pieces
 from steelscan.inspection.periodic import find_periodic
 from steelscan.inspection.runner import Coil
@@ -34,6 +45,9 @@ from steelscan.service.batcher import Batcher
 from steelscan.store import Store, check_coil_id
 
 log = logging.getLogger(__name__)
+MAX_FRAME = 9_999_999  # the highest frame index (7 digits of the frame file names)
+_CACHED_COILS = 32
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
 class NotFound(SteelscanError):
@@ -77,6 +91,7 @@ class Station:
     gate_model: str | None = None  # a detector's defect/no-defect gate
     tile_overlap: int | None = None
     frame_shape: tuple[int, int] = (256, 1600)  # the frames a segmenter checkpoint is exported for
+    max_frame_gap: int = 1000  # how far past the highest committed frame a new frame may be
 
     def __post_init__(self) -> None:
         self.chain: FrameChain = load_chain(str(self.model), frame_shape=self.frame_shape, out=str(self.data_dir),
@@ -84,6 +99,8 @@ class Station:
                                             batch=self.tile_batch, tile_overlap=self.tile_overlap,
                                             threads=self.threads)
         self.class_names = list(self.chain.class_names)
+        warning = self.chain.meta.baseline_warning()
+        self.warnings = [warning] if warning else []
         if self.rules is None:
             self.rules = load_rules(default_rules_for(self.class_names))
         check_rules_classes(self.rules, self.class_names)
@@ -92,6 +109,8 @@ class Station:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.batcher = Batcher(self._inspect_batch, self.max_batch_frames)
         self._report_lock = threading.Lock()
+        self._cache: OrderedDict[tuple, tuple[list[dict], list[dict], dict | None]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def close(self) -> None:
         self.batcher.close()
@@ -99,20 +118,15 @@ class Station:
 
     # coils -----------------------------------------------------------------------------------------------
     def open_coil(self, coil_id: str, geometry: dict, frame_shape: tuple[int, int]) -> tuple[dict, bool]:
-        """Create the coil (True) or return the stored one if it has the same geometry (False)."""
+        """Create the coil (True) or return the stored one if it has the same geometry (False); of clients
+        opening one new coil at once, exactly one creates it. Another geometry: CoilConflict (409)."""
         check_coil_id(coil_id)
         g = geometry_from_manifest(geometry)
         g.validate(frame_shape[1], frame_shape[0])
         info_geometry = {**g.as_dict(), "frame_height_px": int(frame_shape[0]), "frame_width_px": int(frame_shape[1])}
-        if self._exists(coil_id):
-            stored = self.store.coil(coil_id)["info"].get("geometry")
-            if stored != info_geometry:
-                raise Conflict(f"coil {coil_id!r} exists with geometry {stored}, got {info_geometry}; "
-                               "use the same geometry or a new coil id")
-            return self.store.coil(coil_id), False
-        self.store.open_coil(coil_id, {"geometry": info_geometry, "model": self.chain.meta.model,
-                                       "chain": self.chain.describe(), "source": "service"})
-        return self.store.coil(coil_id), True
+        created = self.store.create_coil(coil_id, {"geometry": info_geometry, "model": self.chain.meta.model,
+                                                   "chain": self.chain.describe(), "source": "service"})
+        return self.store.coil(coil_id), created
 
     def coil(self, coil_id: str) -> Coil:
         """The stored coil as the inspection code sees it, `n_frames` = highest committed frame + 1."""
@@ -130,13 +144,6 @@ class Station:
                     max(done) + 1 if done else 0)
         return rec, coil, done
 
-    def _exists(self, coil_id: str) -> bool:
-        try:
-            self.store.coil(coil_id)
-            return True
-        except SteelscanError:
-            return False
-
     def _record(self, coil_id: str) -> dict:
         check_coil_id(coil_id)
         try:
@@ -146,19 +153,29 @@ class Station:
 
     # frames ----------------------------------------------------------------------------------------------
     def prepare_frame(self, coil_id: str, frame: int) -> Coil:
-        """Checks before the upload is decoded: the coil exists and is open, the frame index is sane."""
-        rec, coil, _ = self._state(coil_id)
+        """Checks before the upload is decoded: the coil exists and is open, the frame index is sane and not far
+        past the coil's frames (a frame 9999999 once made every read of its coil list 10 million gaps)."""
+        rec, coil, done = self._state(coil_id)
         if rec["status"] != "open":
             raise Conflict(f"coil {coil_id!r} is closed: it takes no more frames")
-        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < 10_000_000:
-            raise SteelscanError(f"frame must be an integer 0..9999999 (its index from the coil head), got {frame!r}")
+        if isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame <= MAX_FRAME:
+            raise SteelscanError(f"frame must be an integer 0..{MAX_FRAME} (its index from the coil head), "
+                                 f"got {frame!r}")
+        top = max(done) if done else -1
+        if frame > top + self.max_frame_gap:
+            raise SteelscanError(f"frame {frame} is {frame - top} frames past the highest committed frame ({top}) of "
+                                 f"coil {coil_id!r}; at most {self.max_frame_gap} frames ahead are taken (frames are "
+                                 "numbered in order from the coil head)")
         return coil
 
     def stored(self, coil_id: str, frame: int) -> FrameResult | None:
-        """A retry of a committed frame is answered from the store, without inference."""
+        """A retry of a committed frame is answered from the store, without inference (409 once closed)."""
         if frame not in self.store.frames_done(coil_id):
             return None
-        return FrameResult(coil_id, frame, False, [p.as_dict() for p in self.store.pieces(coil_id, frame)], 0.0, 0, 0, 0)
+        if self._record(coil_id)["status"] != "open":
+            raise Conflict(f"coil {coil_id!r} is closed: it takes no more frames")
+        pieces = [p.as_dict() for p in self.store.pieces(coil_id, frame)]
+        return FrameResult(coil_id, frame, False, pieces, 0.0, 0, 0, 0)
 
     def submit(self, job: FrameJob):
         """A Future of the FrameResult; inference and the commit happen on the batcher's thread."""
@@ -169,45 +186,79 @@ class Station:
         items = [(j.frame, j.image, j.coil.geometry.owned_rows(j.frame, j.coil.frame_shape[0], None)) for j in jobs]
         results: list[FrameResult | BaseException] = []
         for job, (pieces, info) in zip(jobs, self.chain.pieces(items)):
-            cid = job.coil.coil_id
             try:
-                self._save_frame(cid, job.frame, job.image)  # before the commit: a committed frame has its file
-                committed = self.store.add_frame(cid, job.frame, pieces, {**info, "batch_frames": len(jobs)})
-                if not committed:
-                    pieces = self.store.pieces(cid, job.frame)
-                results.append(FrameResult(cid, job.frame, committed, [p.as_dict() for p in pieces], info["ms"],
-                                           info["tiles"], info["tiles_decoded"], len(jobs)))
+                results.append(self._commit(job, pieces, {**info, "batch_frames": len(jobs)}))
             except BaseException as exc:  # noqa: BLE001 - one bad frame must not fail the others in its batch
                 results.append(exc)
         return results
 
+    def _commit(self, job: FrameJob, pieces: list, info: dict) -> FrameResult:
+        """The frame's image under a temp name, the commit (naming it), then the rename only if the commit won."""
+        cid, path = job.coil.coil_id, self._frame_path(job.coil.coil_id, job.frame)
+        token = uuid.uuid4().hex
+        tmp = self._temp_path(path, token)
+        self._write_png(tmp, job.image, f"frame {job.frame} of coil {cid}")
+        try:
+            committed = self.store.add_frame(cid, job.frame, pieces, {**info, "image": token})
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if committed:
+            os.replace(tmp, path)
+        else:  # a retry, or another client's commit won: its image stays
+            tmp.unlink(missing_ok=True)
+            pieces = self.store.pieces(cid, job.frame)
+        return FrameResult(cid, job.frame, committed, [p.as_dict() for p in pieces], info["ms"], info["tiles"],
+                           info["tiles_decoded"], info["batch_frames"])
+
     def _frame_path(self, coil_id: str, frame: int) -> Path:
         return self.data_dir / "frames" / check_coil_id(coil_id) / f"{int(frame):06d}.png"
 
-    def _save_frame(self, coil_id: str, frame: int, image: np.ndarray) -> None:
-        path = self._frame_path(coil_id, frame)
+    @staticmethod
+    def _temp_path(path: Path, token: str) -> Path:
+        return path.with_name(f".{path.name}.{token}.tmp")
+
+    @staticmethod
+    def _write_png(path: Path, image: np.ndarray, what: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
-            raise SteelscanError(f"could not encode frame {frame} of coil {coil_id}")
-        tmp = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
+            raise SteelscanError(f"could not encode {what}")
+        path.write_bytes(buf.tobytes())
 
     def read_frame(self, coil_id: str, frame: int) -> np.ndarray:
+        path = self._frame_path(coil_id, frame)
+        if not path.is_file():  # killed between a commit and its rename: the temp file named in the frame's info
+            token = (self.store.frame_info(coil_id, frame) or {}).get("image")
+            if isinstance(token, str) and _TOKEN.fullmatch(token) and self._temp_path(path, token).is_file():
+                os.replace(self._temp_path(path, token), path)
         try:
-            return read_image(self._frame_path(coil_id, frame), channels=1)
+            return read_image(path, channels=1)
         except ImageError:
             raise NotFound(f"frame {frame} of coil {coil_id!r} is not stored on this station") from None
 
     # results ---------------------------------------------------------------------------------------------
     def defects(self, coil_id: str) -> list[dict]:
-        """The coil's defects so far, merged across frames and tiles, in strip coordinates."""
-        return self._defects(self.coil(coil_id))
+        """The coil's defects so far, merged across frames and tiles, in strip coordinates (shared: don't mutate)."""
+        _, coil, done = self._state(coil_id)
+        return self._merged(coil, done)[0]
 
-    def _defects(self, coil: Coil) -> list[dict]:
+    def _merged(self, coil: Coil, done: set[int]) -> tuple[list[dict], list[dict], dict | None]:
+        """(defects, periodic findings, provisional grade) of the committed frames, cached per frame count."""
+        key = (coil.coil_id, len(done), coil.n_frames)
+        with self._cache_lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
         h, w = coil.frame_shape
-        return [d.as_dict() for d in merge_pieces(self.store.pieces(coil.coil_id), coil.geometry, w, h)]
+        defects = [d.as_dict() for d in merge_pieces(self.store.pieces(coil.coil_id), coil.geometry, w, h,
+                                                  within_frame=self.chain.merges_within_frame)]
+        value = (defects, [f.as_dict() for f in find_periodic(defects)], self._grade(coil, defects))
+        with self._cache_lock:
+            self._cache[key] = value
+            while len(self._cache) > _CACHED_COILS:
+                self._cache.popitem(last=False)
+        return value
 
     def summary(self, coil_id: str) -> dict:
         """The coil record plus counts by class, periodic findings and the grade (provisional while open)."""
@@ -215,16 +266,15 @@ class Station:
 
     def _summary(self, coil_id: str) -> tuple[dict, list[dict]]:
         rec, coil, done = self._state(coil_id)
-        defects = self._defects(coil)
+        defects, periodic, provisional = self._merged(coil, done)
         counts: dict[str, int] = {}
         for d in defects:
             counts[d["class"]] = counts.get(d["class"], 0) + 1
-        grade = rec["grade"] if rec["status"] == "closed" else self._grade(coil, defects)
-        missing = sorted(set(range(coil.n_frames)) - done)
+        missing, n_missing = missing_frames(done)
         doc = {**rec, "coil": coil.as_dict() if coil.n_frames else None, "n_defects": len(defects),
-               "counts_by_class": counts, "periodic": [f.as_dict() for f in find_periodic(defects)],
-               "grade": grade, "grade_final": rec["status"] == "closed", "missing_frames": missing[:100],
-               "n_missing_frames": len(missing)}
+               "counts_by_class": counts, "periodic": periodic,
+               "grade": rec["grade"] if rec["status"] == "closed" else provisional,
+               "grade_final": rec["status"] == "closed", "missing_frames": missing, "n_missing_frames": n_missing}
         return doc, defects
 
     def _grade(self, coil: Coil, defects: list[dict]) -> dict | None:
@@ -233,19 +283,25 @@ class Station:
         return grade_coil(defects, coil.length_m, coil.geometry.strip_width_mm, self.rules).as_dict()
 
     def close_coil(self, coil_id: str, allow_missing: bool = False) -> dict:
-        """Grade the coil and close it to further frames; closing twice returns the stored grade."""
-        rec, coil, done = self._state(coil_id)
+        """Grade the coil and close it to further frames; closing twice returns the stored grade. The grade is
+        computed under the coil's lock in the store, on exactly the frames committed before the close."""
+        rec, coil, _ = self._state(coil_id)
         if rec["status"] == "closed":
             return rec["grade"]
-        if not coil.n_frames:
-            raise Conflict(f"coil {coil_id!r} has no frames yet: nothing to grade")
-        missing = sorted(set(range(coil.n_frames)) - done)
-        if missing and not allow_missing:
-            raise Conflict(f"coil {coil_id!r} lacks {len(missing)} of frames 0..{coil.n_frames - 1} (first: "
-                           f"{missing[0]}); post them, or close with allow_missing=true")
-        grade = self._grade(coil, self._defects(coil))
-        self.store.close_coil(coil_id, grade)
-        return grade
+
+        def grade(done: set[int], pieces: list) -> dict:
+            if not done:
+                raise Conflict(f"coil {coil_id!r} has no frames yet: nothing to grade")
+            c = Coil(coil_id, coil.geometry, coil.frame_shape, max(done) + 1)
+            missing, n_missing = missing_frames(done, 1)
+            if n_missing and not allow_missing:
+                raise Conflict(f"coil {coil_id!r} lacks {n_missing} of frames 0..{c.n_frames - 1} (first: "
+                               f"{missing[0]}); post them, or close with allow_missing=true")
+            h, w = c.frame_shape
+            return self._grade(c, [d.as_dict() for d in merge_pieces(pieces, c.geometry, w, h,
+                                                                    within_frame=self.chain.merges_within_frame)])
+
+        return self.store.close_coil(coil_id, grade)
 
     def crop(self, coil_id: str, defect_id: int) -> bytes:
         """PNG of a defect in its first frame, its box drawn in its class colour."""
@@ -274,7 +330,22 @@ class Station:
             if marker.is_file() and marker.read_text() == stamp and (out / "report.html").is_file():
                 return out
             doc, defects = self._summary(coil_id)
+            made_by, warnings = provenance(self.chain, self.rules)  # what `steelscan inspect` reports too
+            made_by = {**made_by, "model_source": made_by.get("model_source") or str(self.model),
+                       "rules_version": str(self.rules.version)}
             write_report(out, {**doc["coil"], "status": doc["status"]}, defects, doc["periodic"], doc["grade"] or {},
-                         lambda k: self.read_frame(coil_id, k), self.class_names)
+                         lambda k: self.read_frame(coil_id, k), self.class_names, provenance=made_by,
+                         warnings=warnings)
             marker.write_text(stamp)
         return out
+
+
+def missing_frames(done: set[int], first: int = 100) -> tuple[list[int], int]:
+    """The first `first` frames missing from 0..max(done), and how many are missing, from the gaps alone."""
+    listed: list[int] = []
+    prev = -1
+    for k in sorted(done):
+        if len(listed) < first and k > prev + 1:
+            listed.extend(range(prev + 1, min(k, prev + 1 + first - len(listed))))
+        prev = k
+    return listed, prev + 1 - len(done)
