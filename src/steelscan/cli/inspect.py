@@ -27,8 +27,8 @@ def command(
                                    "the detector (Wang 2021's first stage)"),
     gate_threshold: float = typer.Option(None, "--gate-threshold", help="P(defect) a tile needs to pass the gate "
                                          "(default 0.3)"),
-    tile_overlap: int = typer.Option(None, "--tile-overlap", help="Detector tiles' overlap in px (default: 15%% of "
-                                     "the tile)"),
+    tile_overlap: int = typer.Option(None, "--tile-overlap", help="Least overlap of detector tiles in px (default 0: "
+                                     "tiles spread evenly over the frame)"),
     db: str = typer.Option(None, "--db", help="Records store URL (default: OUT/records.db, SQLite)"),
     rules: Path = typer.Option(None, "--rules", help="Grading rules YAML (default: the shipped rules for the model's classes)"),
     coil_id: str = typer.Option(None, "--coil-id", help="Default: the manifest's, else the folder name"),

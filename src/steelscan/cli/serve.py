@@ -30,8 +30,8 @@ def command(
                                    "with a detector --model, also the station's defect classifier naming its finds"),
     gate_model: str = typer.Option(None, "--gate", help="Defect/no-defect classifier skipping clean tiles before "
                                    "a detector"),
-    tile_overlap: int = typer.Option(None, "--tile-overlap", help="Detector tiles' overlap in px (default: 15%% "
-                                     "of the tile)"),
+    tile_overlap: int = typer.Option(None, "--tile-overlap", help="Least overlap of detector tiles in px (default 0: "
+                                     "tiles spread evenly over the frame)"),
     detector: str = typer.Option("neu-det", "--detector", help="Model for POST /v1/detect"),
     max_upload_mb: float = typer.Option(20.0, "--max-upload-mb", min=0.001),
     max_pixels: int = typer.Option(16 * 2**20, "--max-pixels", min=1, help="Largest image, width x height"),

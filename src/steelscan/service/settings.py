@@ -42,7 +42,7 @@ class Settings:
     gate: bool = True  # a segmenter's own tile gate
     station_classifier: str | None = None  # names a detector's defects from their crops
     gate_model: str | None = None  # a detector's defect/no-defect gate
-    tile_overlap: int | None = None  # detector tiles (default: 15% of the tile)
+    tile_overlap: int | None = None  # least overlap of detector tiles (default 0)
     # The bound address: requests must name it (or localhost on loopback, or an allowed host) in Host, against
     # DNS rebinding. None: an app built in-process without a bind (tests), no Host check. A wildcard bind
     # (0.0.0.0, ::) takes any Host unless allowed_hosts lists the names.
