@@ -13,7 +13,15 @@ One process, the same frames and the same weights for every row:
   eager whole frames vs the station's tiles, its own table and JSON;
 * optional `--variants` rows: gate-off, batch1, int8 (ORT static QDQ, per-channel, of the artifact,
   calibrated on tiles of frames after the timed ones, never the frames it is scored on, when there are any),
-  frame-tile (a second artifact whose tile is the whole frame: no padding, no seams; gate on and off).
+  frame-tile (a second artifact whose tile is the whole frame: no padding, no seams; gate on and off),
+  int8-frame (ORT static QDQ of that whole-frame artifact), and the OpenVINO rows (optional package
+  `openvino`; the same ONNX artifacts converted to IR by `onnx_to_openvino`, run by `OpenVinoSegmenterRuntime`
+  with the same tiling, gate and post-processing, LATENCY hint, f32 unless named): openvino (the tile
+  artifact), openvino-frame (whole-frame tile, gate on and off), openvino-frame-bf16 (bf16 inference: AMX on
+  CPUs that have it), openvino-frame-tput (THROUGHPUT hint), openvino-int8-frame (NNCF post-training int8 of
+  the whole-frame IR; needs `nncf`). A row that cannot run is left out and `notes` in the JSON says why.
+  int8 rows are calibrated on frames after the timed ones (`--calibration`), never the frames they are scored
+  on, when there are any.
 
 Timing: 2 warm-up frames, then all `--frames` frames, best of `--repeats` passes; torch and ORT use `--threads`
 threads. Each pass covers normalising, inference and binarizing. Dice is the Kaggle Dice of each row's masks
@@ -53,12 +61,14 @@ from steelscan.tasks.segmentation.evaluate import dice_report
 from steelscan.deploy.export import export_segmenter, quantize_int8
 from steelscan.deploy.predictors import load_predictor
 from steelscan.deploy.tiles import cut_tiles
-from steelscan.inspection.runner import frames_per_call
+from steelscan.inspection.chain import frames_per_call  # moved there from runner with the detector chain
 from steelscan.postprocess import PostProcess, binarize
 from steelscan.engine.runs import load_checkpoint
 
 NEED_MPX_S = (20_000 / 0.5) * (2_000 / 0.5) / 1e6  # rows/s (20 m/s) x px/row (2 m), 0.5 mm/px: 160 Mpx/s
-VARIANTS = ("gate-off", "batch1", "int8", "frame-tile")
+VARIANTS = ("gate-off", "batch1", "int8", "frame-tile", "int8-frame", "openvino", "openvino-frame",
+            "openvino-frame-bf16", "openvino-frame-tput", "openvino-int8-frame")
+INT8_VARIANTS = ("int8", "int8-frame", "openvino-int8-frame")
 DEFAULT_DATA = "out/synth-severstal"
 
 
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     variants = [v for v in args.variants.split(",") if v]
     if set(variants) - set(VARIANTS):
         ap.error(f"unknown variants {sorted(set(variants) - set(VARIANTS))}; choose from {', '.join(VARIANTS)}")
-    n_calib = args.calibration if "int8" in variants else 0
+    n_calib = args.calibration if set(INT8_VARIANTS) & set(variants) else 0
     if not Path(args.data).exists() and args.data != DEFAULT_DATA:
         ap.error(f"--data {args.data}: no such folder (expected a Kaggle-layout Severstal folder: train.csv + "
                  f"train_images/); leave --data out to benchmark on synthetic frames")
@@ -168,8 +178,9 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
                 out += [(binarize(mi, pp, pi), 1, 1) for mi, pi in zip(m, p)]
         return out
 
-    def tiled(artifact: Path, gate: bool, batch: int):
-        predictor = load_predictor(artifact, threads=args.threads, gate=gate, batch_size=batch)
+    def tiled(artifact: Path, gate: bool, batch: int, **ov_options):
+        predictor = load_predictor(artifact, threads=args.threads, gate=gate, batch_size=batch,
+                                   **({"openvino": ov_options} if ov_options else {}))
         per_call = frames_per_call(predictor.tiles_per_image((h, w)), batch)  # as `steelscan inspect` does
 
         def run(batch_frames: list[np.ndarray]) -> list[tuple[np.ndarray, int, int]]:
@@ -198,7 +209,25 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
     tiled_flops = lambda t, d: t * enc_flops + d * (tile_flops - enc_flops)  # noqa: E731
     frame_enc_flops = count_flops(lambda x: model.net.classification_head(model.net.encoder(x)[-1]), x1)
     frame_tile_flops = lambda t, d: t * frame_enc_flops + d * (frame_flops - frame_enc_flops)  # noqa: E731
-    int8_note = None
+    int8_note, notes = None, {}
+
+    def optional_row(variant: str, make) -> None:
+        """An optional row: make() adds it (and may return a note); a failure leaves the row out, says why."""
+        try:
+            note = make()
+            if note:
+                notes[variant] = note
+        except Exception as exc:  # noqa: BLE001 - an optional row; the JSON says why it is missing
+            notes[variant] = f"skipped: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+            print(f"{variant}: {notes[variant]}")
+
+    def calibration_of(artifact: Path) -> tuple[np.ndarray, str]:
+        """Normalised inputs of the artifact (its tiles) cut from the calibration frames, and how to say so."""
+        p = load_predictor(artifact, threads=args.threads)
+        calib = np.concatenate([p.pre_process([f]) for f in calib_frames[: args.calibration]])
+        where = " of the timed frames (no spare frames)" if calib_frames is frames else " of untimed frames"
+        return calib, f"calibrated on {len(calib)} inputs {tuple(calib.shape[2:])}{where}"
+
     with tempfile.TemporaryDirectory() as tmp:
         art = export_segmenter(model, meta, Path(tmp) / "seg.onnx", tile, args.gate_threshold)
         add_row(f"steelscan inspection path, gate on, batch {args.batch}", tiled(art, True, args.batch), tiled_flops)
@@ -206,8 +235,11 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
             add_row(f"steelscan, gate off, batch {args.batch}", tiled(art, False, args.batch), tiled_flops)
         if "batch1" in variants:
             add_row("steelscan, gate on, batch 1", tiled(art, True, 1), tiled_flops)
-        if "frame-tile" in variants:
+        whole = None
+        if {"frame-tile", "int8-frame"} & set(variants) or any(v.startswith("openvino-") for v in variants):
             whole = export_segmenter(model, meta, Path(tmp) / "frame.onnx", (h, w), args.gate_threshold)
+        frame_name = f"whole-frame tile {h}x{w}"
+        if "frame-tile" in variants:
             for gate in (True, False):
                 add_row(f"steelscan, whole-frame tile {h}x{w}, gate {'on' if gate else 'off'}, batch {args.batch}",
                         tiled(whole, gate, args.batch), frame_tile_flops)
@@ -222,6 +254,16 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
                     " of the timed frames (no spare frames)" if calib_frames is frames else " of untimed frames")
             except Exception as exc:  # noqa: BLE001 - int8 is an optional row; say why it is missing
                 int8_note = f"skipped: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        if "int8-frame" in variants:
+            def int8_frame() -> str:
+                calib, said = calibration_of(whole)
+                q = quantize_int8(whole, Path(tmp) / "frame.int8.onnx", calib, skip_symbolic_shape=True)
+                add_row(f"steelscan int8 (static QDQ), {frame_name}, gate on, batch {args.batch}",
+                        tiled(q, True, args.batch), frame_tile_flops)
+                return said
+            optional_row("int8-frame", int8_frame)
+        _openvino_rows(args, variants, Path(tmp), art, whole, frame_name, tiled, add_row, optional_row,
+                       calibration_of, tiled_flops, frame_tile_flops)
     load_after = os.getloadavg()
 
     base = rows[0]["frames_per_s"]
@@ -245,7 +287,8 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
     con.print(table)
     con.print(f"physical need: {NEED_MPX_S:.0f} Mpx/s per surface (20 m/s x 2 m at 0.5 mm/px); best row here "
               f"{max(r['mpx_per_s'] for r in rows):.2f} Mpx/s. load average {load_before[0]:.2f} before, "
-              f"{load_after[0]:.2f} after" + (f"; int8: {int8_note}" if int8_note else ""))
+              f"{load_after[0]:.2f} after" + (f"; int8: {int8_note}" if int8_note else "")
+              + "".join(f"; {k}: {v}" for k, v in notes.items()))
     import onnxruntime
 
     doc = {"model": args.model, "arch": meta.model, "data": source, "synthetic": synthetic,
@@ -253,6 +296,7 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
            "n_frames": len(frames), "frame_shape": [h, w], "tile": list(tile), "tiles_per_frame": n_tiles,
            "gate_threshold": args.gate_threshold, "threads": args.threads, "batch": args.batch,
            "eager_batch": args.eager_batch, "repeats": args.repeats, "variants": variants, "int8": int8_note,
+           "notes": notes, "openvino": _version("openvino"), "nncf": _version("nncf"),
            "matmul_peak_gflops": peak, "flops_per_frame_eager": frame_flops, "flops_per_tile": tile_flops,
            "flops_per_tile_encoder_presence": enc_flops, "flops_convention": "multiply-add = 2 FLOPs",
            "need_mpx_per_s_per_surface": NEED_MPX_S, "load_average_before": load_before,
@@ -263,6 +307,58 @@ def _run(args: argparse.Namespace, variants: list[str], n_calib: int, synth_note
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     return doc
+
+
+def _openvino_rows(args, variants, tmp: Path, art: Path, whole: Path | None, frame_name: str, tiled, add_row,
+                   optional_row, calibration_of, tiled_flops, frame_tile_flops) -> None:
+    """The OpenVINO rows: the same ONNX artifacts as IR, through `OpenVinoSegmenterRuntime`."""
+    wanted = [v for v in variants if v.startswith("openvino")]
+    if not wanted:
+        return
+    from steelscan.deploy.export import onnx_to_openvino
+
+    xml = {}
+
+    def ir(src: Path) -> Path:  # convert once per artifact, only when a row needs it
+        if src not in xml:
+            xml[src] = onnx_to_openvino(src, tmp / f"{src.stem}.xml")
+        return xml[src]
+
+    b = args.batch
+    if "openvino" in variants:
+        optional_row("openvino", lambda: add_row(f"OpenVINO f32, gate on, batch {b}", tiled(ir(art), True, b),
+                                                 tiled_flops))
+    if "openvino-frame" in variants:
+        for gate in (True, False):
+            optional_row("openvino-frame", lambda gate=gate: add_row(
+                f"OpenVINO f32, {frame_name}, gate {'on' if gate else 'off'}, batch {b}", tiled(ir(whole), gate, b),
+                frame_tile_flops))
+    if "openvino-frame-bf16" in variants:
+        optional_row("openvino-frame-bf16", lambda: add_row(
+            f"OpenVINO bf16, {frame_name}, gate on, batch {b}", tiled(ir(whole), True, b, precision="bf16"),
+            frame_tile_flops))
+    if "openvino-frame-tput" in variants:
+        optional_row("openvino-frame-tput", lambda: add_row(
+            f"OpenVINO f32 THROUGHPUT hint, {frame_name}, gate on, batch {b}",
+            tiled(ir(whole), True, b, hint="THROUGHPUT"), frame_tile_flops))
+    if "openvino-int8-frame" in variants:
+        def ov_int8() -> str:
+            from steelscan.deploy.export import quantize_openvino_int8
+
+            calib, said = calibration_of(whole)
+            q = quantize_openvino_int8(ir(whole), tmp / "frame.ov-int8.xml", calib)
+            add_row(f"OpenVINO int8 (NNCF), {frame_name}, gate on, batch {b}", tiled(q, True, b), frame_tile_flops)
+            return said
+        optional_row("openvino-int8-frame", ov_int8)
+
+
+def _version(package: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
 
 
 if __name__ == "__main__":

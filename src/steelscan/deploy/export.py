@@ -148,14 +148,20 @@ def export_artifact(model: str | Path, out: str | Path, fmt: str = "onnx", tile:
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "onnx":
         return export_model(net, meta, out, tile, gate_threshold)
+    with tempfile.TemporaryDirectory() as tmp:
+        return onnx_to_openvino(export_model(net, meta, Path(tmp) / "model.onnx", tile, gate_threshold), out)
+
+
+def onnx_to_openvino(onnx_path: str | Path, out: str | Path, compress_to_fp16: bool = False) -> Path:
+    """An .onnx artifact -> OpenVINO IR (`out` with suffix .xml, and its .bin) with the same meta in its rt_info
+    (steelscan/meta). Weights stay fp32 unless `compress_to_fp16` (ov.save_model would halve them by default:
+    the CPU then decompresses them at load; kept fp32 so the IR computes what the ONNX graph computes)."""
     import openvino as ov
 
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_model(net, meta, Path(tmp) / "model.onnx", tile, gate_threshold)
-        ov_model = ov.convert_model(str(onnx_path))
-        ov_model.set_rt_info(json.dumps(read_artifact_meta(onnx_path).to_dict()), ["steelscan", "meta"])
-        xml = out.with_suffix(".xml")
-        ov.save_model(ov_model, str(xml))
+    ov_model = ov.convert_model(str(onnx_path))
+    ov_model.set_rt_info(json.dumps(read_artifact_meta(onnx_path).to_dict()), ["steelscan", "meta"])
+    xml = Path(out).with_suffix(".xml")
+    ov.save_model(ov_model, str(xml), compress_to_fp16=compress_to_fp16)
     return xml
 
 
@@ -187,6 +193,25 @@ def quantize_int8(src: str | Path, dst: str | Path, calibration: np.ndarray, ski
     art = meta.artifact.model_copy(update={"quantization": "int8 static QDQ, per-channel"})
     attach_meta(Path(dst), meta.model_copy(update={"artifact": art}))
     return Path(dst)
+
+
+def quantize_openvino_int8(src: str | Path, dst: str | Path, calibration: np.ndarray) -> Path:
+    """OpenVINO post-training int8 (NNCF `quantize`, default preset) of an .xml or .onnx segmenter artifact,
+    calibrated on real normalised inputs [N, C, h, w], saved as IR with the source's meta (quantization
+    noted). Needs the optional packages openvino and nncf."""
+    import nncf
+    import openvino as ov
+
+    from steelscan.deploy.openvino_runtime import RT_INFO_KEY, read_openvino_artifact
+
+    model, meta = read_openvino_artifact(src)
+    data = nncf.Dataset([calibration[i : i + 1] for i in range(len(calibration))])
+    q = nncf.quantize(model, data, subset_size=len(calibration))
+    art = meta.artifact.model_copy(update={"quantization": "int8 NNCF post-training (OpenVINO)"})
+    q.set_rt_info(json.dumps(meta.model_copy(update={"artifact": art}).to_dict()), RT_INFO_KEY)
+    xml = Path(dst).with_suffix(".xml")
+    ov.save_model(q, str(xml), compress_to_fp16=False)
+    return xml
 
 
 def artifact_for_frames(model: str, out: Path, frame_shape: tuple[int, int] | None = None) -> Path:

@@ -14,7 +14,7 @@ from steelscan.deploy.predictors.classifier import ClassifierPredictor
 from steelscan.deploy.predictors.detector import DetectorPredictor
 from steelscan.deploy.predictors.segmenter import SegmenterPredictor
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
 
 PREDICTORS: dict[str, type[Predictor]] = {
     "classification": ClassifierPredictor, "detection": DetectorPredictor, "segmentation": SegmenterPredictor,
@@ -22,12 +22,15 @@ PREDICTORS: dict[str, type[Predictor]] = {
 
 
 def load_predictor(spec: str | Path, backend: str = "auto", *, task: str | None = None,
-                   device: str | torch.device = "cpu", threads: int = 2, **options: Any) -> Predictor:
-    """The predictor of a run folder, .pt checkpoint, built-in name or .onnx artifact.
+                   device: str | torch.device = "cpu", threads: int = 2, openvino: dict | None = None,
+                   **options: Any) -> Predictor:
+    """The predictor of a run folder, .pt checkpoint, built-in name, .onnx or OpenVINO .xml artifact.
 
-    backend: "auto" (by the file: .onnx -> ONNX Runtime, else PyTorch), "torch" or "onnx". task: refuse other
-    tasks. device: PyTorch only; threads: ONNX Runtime intra-op threads. `options` go to the predictor
-    (tta, batch_size, score_threshold, gate, ...).
+    backend: "auto" (by the file: .onnx -> ONNX Runtime, .xml -> OpenVINO, else PyTorch), "torch", "onnx" or
+    "openvino" (an .xml, or an .onnx read by OpenVINO; segmenters only). task: refuse other tasks. device:
+    PyTorch only; threads: ONNX Runtime intra-op / OpenVINO inference threads. openvino: keyword arguments of
+    `OpenVinoSegmenterRuntime` (hint, streams, precision). `options` go to the predictor (tta, batch_size,
+    score_threshold, gate, ...).
     """
     from steelscan.engine.runs import load_checkpoint, resolve_model
 
@@ -35,6 +38,8 @@ def load_predictor(spec: str | Path, backend: str = "auto", *, task: str | None 
         raise ConfigError(f"backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     path = resolve_model(spec)
     is_onnx = path.suffix.lower() == ".onnx"
+    if path.suffix.lower() == ".xml" or backend == "openvino":
+        return _openvino_predictor(path, backend, task, spec, threads, openvino or {}, options)
     if backend == "torch" and is_onnx:
         raise ConfigError(f"the torch back end needs a checkpoint (run folder, .pt or built-in name), got the ONNX "
                           f"artifact {path}")
@@ -58,6 +63,29 @@ def load_predictor(spec: str | Path, backend: str = "auto", *, task: str | None 
         net, meta = load_checkpoint(path, device)
         runner = TorchBackend(net, device)
     predictor = PREDICTORS[meta.task](meta, runner, **options)
+    predictor.source = str(spec)
+    return predictor
+
+
+def _openvino_predictor(path: Path, backend: str, task: str | None, spec: Any, threads: int, ov_options: dict,
+                        options: dict) -> Predictor:
+    """An OpenVINO IR (or an .onnx read by OpenVINO) -> a segmenter predictor on `OpenVinoSegmenterRuntime`."""
+    if backend not in ("auto", "openvino"):
+        raise ConfigError(f"the {backend} back end cannot run the OpenVINO artifact {path}; use backend "
+                          "'openvino' (or 'auto')")
+    if path.suffix.lower() not in (".xml", ".onnx"):
+        raise ConfigError(f"the openvino back end needs an .xml or .onnx artifact (`steelscan export {spec} "
+                          f"--format openvino`), got {path}")
+    from steelscan.deploy.openvino_runtime import OpenVinoSegmenterRuntime, openvino_available, read_openvino_artifact
+
+    if not openvino_available():  # optional extra: say so instead of an ImportError
+        raise ConfigError(f"{path} needs the optional package openvino (pip install 'steelscan[openvino]')")
+    model, meta = read_openvino_artifact(path)
+    _check_task(meta, task, spec)
+    if meta.task != "segmentation":
+        raise ConfigError(f"the openvino back end runs segmenters only; {spec} is a {meta.task} model (export it "
+                          "to .onnx for ONNX Runtime)")
+    predictor = SegmenterPredictor(meta, OpenVinoSegmenterRuntime(model, meta, threads, **ov_options), **options)
     predictor.source = str(spec)
     return predictor
 

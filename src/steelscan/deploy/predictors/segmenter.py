@@ -1,5 +1,5 @@
 """Segmenters: images of one size -> probabilities, presence and final masks (`Segmentation`), whole images
-on PyTorch or the artifact's gated tiles on ONNX Runtime."""
+on PyTorch or the artifact's gated tiles on ONNX Runtime or OpenVINO."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ class SegmenterPredictor(Predictor):
     def __init__(self, meta: ModelMeta | dict, backend: Any, gate: bool = True, tta: bool | None = None,
                  batch_size: int | None = None, postprocess: PostProcess | None = None,
                  probs_dtype: Any = np.float32) -> None:
-        super().__init__(meta, backend, batch_size or (8 if backend.kind == "onnx" else None))
+        super().__init__(meta, backend, batch_size or (8 if backend.kind != "torch" else None))  # artifacts (ONNX or OpenVINO): tiles
         k = self.meta.num_classes
         if postprocess is None:
             postprocess = PostProcess.from_dict(self.meta.postprocess) if self.meta.postprocess else default_postprocess(k)
@@ -63,7 +63,7 @@ class SegmenterPredictor(Predictor):
 
     @property
     def tile(self) -> tuple[int, int] | None:
-        """The artifact's tile (h, w) on the ONNX back end; None on PyTorch (whole images)."""
+        """The artifact's tile (h, w) on the ONNX and OpenVINO back ends; None on PyTorch (whole images)."""
         return getattr(self.backend, "tile", None)
 
     def tiles_per_image(self, shape: tuple[int, int]) -> int:
