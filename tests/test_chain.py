@@ -195,3 +195,28 @@ def test_frames_of_any_size_go_through_both_chains(shape, tmp_path):
     seg = SegmenterChain(load_predictor(tiny_artifact(tmp_path), threads=1))
     ((pieces, info),) = seg.pieces([(0, img, (0, shape[0]))])
     assert info["tiles"] >= 1 and all(0 <= p.bbox[0] < p.bbox[2] <= shape[1] and p.bbox[3] <= shape[0] for p in pieces)
+
+
+def test_a_segmenter_station_runs_on_openvino_like_on_onnx_runtime(tmp_path):
+    from steelscan.inspection.chain import load_chain
+    from tests.service_helpers import tiny_artifact
+
+    art = str(tiny_artifact(tmp_path))
+    with pytest.raises(ConfigError, match="runtime"):
+        load_chain(art, frame_shape=(128, 256), runtime="tensorrt")
+    pytest.importorskip("openvino", reason="the optional package openvino is not installed")
+    img = np.random.default_rng(0).integers(0, 255, (128, 256), dtype=np.uint8)
+    item = [(0, img, (0, 128))]
+    onnx = load_chain(art, frame_shape=(128, 256), threads=1).pieces(item)[0][0]
+    ov = load_chain(art, frame_shape=(128, 256), threads=1, runtime="openvino").pieces(item)[0][0]
+    assert [p.bbox for p in ov] == [p.bbox for p in onnx]
+
+
+def test_two_checkpoints_of_one_name_get_their_own_artifacts(tmp_path):
+    from steelscan.deploy.export import artifact_for_frames
+    from tests.detector_helpers import tiny_detector
+
+    a, b = tiny_detector(tmp_path / "run_a", "model.pt"), tiny_detector(tmp_path / "run_b", "model.pt")
+    out = tmp_path / "out"
+    assert artifact_for_frames(str(a), out) != artifact_for_frames(str(b), out)
+    assert artifact_for_frames(str(a), out) == artifact_for_frames(str(a), out)  # exported once

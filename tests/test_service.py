@@ -69,6 +69,8 @@ def test_coil_lifecycle_every_endpoint(tmp_path, assets):
         assert detail["status"] == "open" and detail["grade_final"] is False and detail["grade"]["grade"]
         assert detail["n_defects"] == sum(detail["counts_by_class"].values()) > 0
         assert detail["coil"]["n_frames"] == 4 and detail["missing_frames"] == []
+        # the list shows the grade the detail shows, provisional while open
+        assert coils["coils"][0]["grade"] == detail["grade"] and coils["coils"][0]["grade_final"] is False
 
         page = c.get("/v1/coils/C1/defects", params={"limit": 1000}).json()
         assert page["total"] == detail["n_defects"] == len(page["defects"])

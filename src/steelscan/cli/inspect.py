@@ -40,6 +40,8 @@ def command(
     no_gate: bool = typer.Option(False, "--no-gate", help="Segmenters: decode every tile (their own presence gate "
                                  "off)"),
     batch: int = typer.Option(8, "--batch", min=1, help="Tiles per model call"),
+    runtime: str = typer.Option("onnx", "--runtime", help="Segmenters: onnx (ONNX Runtime), openvino or "
+                                "openvino-bf16 (pip install 'steelscan[openvino]')"),
 ) -> None:
     """Inspect a coil: defects in strip coordinates, periodic defects, the grade and an HTML report.
 
@@ -60,7 +62,8 @@ def command(
     coil, paths = open_coil(coil_dir, manifest, overrides, coil_id)
     out.mkdir(parents=True, exist_ok=True)
     chain = load_chain(model, frame_shape=coil.frame_shape, out=str(out), classifier=classifier, gate=gate_model,
-                       gate_threshold=gate_threshold, tile_gate=not no_gate, batch=batch, tile_overlap=tile_overlap)
+                       gate_threshold=gate_threshold, tile_gate=not no_gate, batch=batch, tile_overlap=tile_overlap,
+                       runtime=runtime)
     rule_set = load_rules(rules or default_rules_for(chain.class_names))
     check_rules_classes(rule_set, chain.class_names)
     made_by, warnings = provenance(chain, rule_set)

@@ -219,11 +219,20 @@ def artifact_for_frames(model: str, out: Path, frame_shape: tuple[int, int] | No
     the whole frame as its tile where the model takes it (see `whole_frame_tile`)."""
     from steelscan.deploy.tiles import whole_frame_tile
 
+    import hashlib
+
+    from steelscan.engine.runs import resolve_model
+
     if model.endswith(".onnx"):
         return Path(model)
     tile = whole_frame_tile(frame_shape) if frame_shape else None
     suffix = f"_{tile[0]}x{tile[1]}" if tile else ""
-    target = out / f"{Path(model).name.removesuffix('.pt')}{suffix}.onnx"
+    # the checkpoint's path, size and time in the name: two run folders' model.pt, or a retrained one, never
+    # reuse another's artifact
+    path = resolve_model(model)
+    st = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:8]
+    target = out / f"{Path(model).name.removesuffix('.pt')}{suffix}-{key}.onnx"
     if not target.is_file():
         export_artifact(model, target, "onnx", tile)
     return target

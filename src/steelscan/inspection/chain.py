@@ -39,6 +39,7 @@ FrameResult = tuple[list[Piece], dict]  # the frame's pieces and its record's in
 # real NEU-DET images laid out as a coil (README): aligned tiles keep 99% of the detector's recall on single
 # images, tiles overlapping by 30 px (straddling two photographs) 90%. Defects cut by a tile are merged either way.
 DEFAULT_TILE_OVERLAP = 0
+RUNTIMES = ("onnx", "openvino", "openvino-bf16")  # a segmenter's artifact runs on one of these
 CUT_EDGE_PX = 3  # a box this close to an inner tile edge was cut by the tile
 SAME_DEFECT_IOS = 0.5  # intersection over the smaller box: one defect seen by two overlapping tiles
 ALIGN_SHARE = 0.5  # two parts of one cut defect overlap by this share of the narrower across the cut
@@ -288,13 +289,16 @@ def _has_dcn(model: str) -> bool:
 
 def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = None, classifier: str | None = None,
                gate: str | None = None, gate_threshold: float | None = None, tile_gate: bool = True,
-               batch: int = 8, tile_overlap: int | None = None, threads: int = 2) -> FrameChain:
+               batch: int = 8, tile_overlap: int | None = None, threads: int = 2,
+               runtime: str = "onnx") -> FrameChain:
     """The station's chain for a model of any task (ONNX artifact, run folder, .pt or built-in name).
 
     A segmenter runs as an ONNX artifact (a checkpoint is exported into `out` once, with the whole frame as its
-    tile where it fits) and `tile_gate` switches its own presence gate. A detector runs as an ONNX artifact too
-    (exported into `out` once; one with deformable convolutions on PyTorch), behind an optional `gate`
-    classifier (defect/no-defect) and followed by an optional defect `classifier`."""
+    tile where it fits) and `tile_gate` switches its own presence gate. A detector, its optional `gate`
+    classifier (defect/no-defect) and its optional defect `classifier` run as ONNX artifacts too (exported into
+    `out` once; a model with deformable convolutions on PyTorch). `runtime`: a segmenter's
+    artifact on "onnx" (ONNX Runtime), "openvino" or "openvino-bf16" (the optional OpenVINO back end; bf16 pays
+    on CPUs with AMX / AVX512-bf16)."""
     from pathlib import Path
 
     from steelscan.deploy.export import artifact_for_frames
@@ -305,23 +309,29 @@ def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = No
         if classifier or gate:
             raise ConfigError("--classifier and --gate go with a detector; a segmenter names and gates its own "
                               "pieces (--no-gate turns its gate off)")
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
         artifact = artifact_for_frames(model, Path(out or "."), frame_shape)
-        return SegmenterChain(load_predictor(artifact, backend="onnx", task="segmentation", threads=threads,
-                                             gate=tile_gate, batch_size=batch))
+        ov = {"precision": "bf16"} if runtime == "openvino-bf16" else {}
+        return SegmenterChain(load_predictor(artifact, backend=runtime.split("-")[0], task="segmentation",
+                                             threads=threads, gate=tile_gate, batch_size=batch,
+                                             **({"openvino": ov} if runtime != "onnx" else {})))
     if task != "detection":
         raise ModelFileError(f"{model} is a {task} model; the station runs a segmenter or a detector (a classifier "
                              "goes with --classifier or --gate)")
     from steelscan.two_stage import DEFAULT_GATE_THRESHOLD
 
-    spec = model
-    if not str(model).endswith(".onnx") and not _has_dcn(model):
-        # ONNX Runtime runs the exported detector ~3x faster than eager torchvision (coil-demo, 1600x256 frames:
-        # 194 vs 563 ms/frame on 2 cores); deformable convolutions have no ONNX operator and stay on PyTorch
-        spec = str(artifact_for_frames(model, Path(out or "."), None))
-    detector = load_predictor(spec, task="detection", threads=threads, batch_size=batch)
-    detector.source = str(model)
-    gate_p = load_predictor(gate, task="classification", threads=threads) if gate else None
-    cls_p = load_predictor(classifier, task="classification", threads=threads) if classifier else None
+    def onnx(spec: str, task: str, **options):
+        # ONNX Runtime runs exported models ~2-3x faster than eager PyTorch (coil-demo on 1600x256 frames: 194 vs
+        # 563 ms/frame on 2 cores); deformable convolutions have no ONNX operator and stay on PyTorch
+        path = spec if str(spec).endswith(".onnx") or _has_dcn(spec) else artifact_for_frames(spec, Path(out or "."))
+        predictor = load_predictor(path, task=task, threads=threads, **options)
+        predictor.source = str(spec)
+        return predictor
+
+    detector = onnx(model, "detection", batch_size=batch)
+    gate_p = onnx(gate, "classification") if gate else None
+    cls_p = onnx(classifier, "classification") if classifier else None
     return DetectorChain(detector, gate=gate_p, classifier=cls_p, tile_overlap=tile_overlap,
                          gate_threshold=DEFAULT_GATE_THRESHOLD if gate_threshold is None else gate_threshold)
 

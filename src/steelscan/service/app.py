@@ -219,8 +219,8 @@ def create_app(settings: Settings, station: Station | None = None) -> FastAPI:
 
     @v1.get("/coils", response_model=S.CoilList)
     async def list_coils(limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0):
-        """Coils, newest first."""
-        return {"coils": await run_in_threadpool(station.store.coils, limit, offset), "limit": limit, "offset": offset}
+        """Coils, newest first, with the grade their detail shows (provisional while open)."""
+        return {"coils": await run_in_threadpool(station.coils, limit, offset), "limit": limit, "offset": offset}
 
     @v1.get("/coils/{coil_id}", response_model=S.CoilDetail)
     async def get_coil(coil_id: CoilId):

@@ -84,6 +84,7 @@ class CoilBrief(_Out):
     status: Literal["open", "closed"]
     n_frames: int = Field(description="frames committed")
     grade: Grade | None = None
+    grade_final: bool = Field(description="false: the grade is provisional, from the frames so far")
 
 
 class CoilList(_Out):
@@ -98,7 +99,6 @@ class CoilDetail(CoilBrief):
     n_defects: int
     counts_by_class: dict[str, int]
     periodic: list[Periodic]
-    grade_final: bool = Field(description="false: the grade is provisional, from the frames so far")
     missing_frames: list[int] = Field(description="gaps in 0..highest frame (first 100)")
     n_missing_frames: int
 

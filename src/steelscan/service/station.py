@@ -1,8 +1,8 @@
 """The station behind the service: coils opened over the API, frames inspected and recorded one by one.
 
 It reuses the inspection path unchanged (the chain: tiles -> gate -> segmenter or detector -> classifier ->
-pieces in owned rows; then records -> merged defects -> periodic -> grade -> report) and adds what a service needs: coils whose length is not
-known in advance (a coil is as long as its highest committed frame), frames saved beside the records for
+pieces in owned rows; then records -> merged defects -> periodic -> grade -> report) and adds what a service
+needs: coils whose length is not known in advance (a coil is as long as its highest committed frame), frames saved beside the records for
 defect crops and the report, and coil ids checked before they touch the file system.
 
 Files (under `data_dir`, paths built here from validated coil ids only):
@@ -263,6 +263,16 @@ class Station:
     def summary(self, coil_id: str) -> dict:
         """The coil record plus counts by class, periodic findings and the grade (provisional while open)."""
         return self._summary(coil_id)[0]
+
+    def coils(self, limit: int, offset: int) -> list[dict]:
+        """Coils, newest first, each with the grade its detail shows: final once closed, else provisional (from
+        the merge cache: one merge per new frame)."""
+        out = []
+        for rec in self.store.coils(limit, offset):
+            if rec["status"] != "closed" and rec["info"].get("source") == "service":
+                rec = {**rec, "grade": self.summary(rec["coil_id"])["grade"]}
+            out.append({**rec, "grade_final": rec["status"] == "closed"})
+        return out
 
     def _summary(self, coil_id: str) -> tuple[dict, list[dict]]:
         rec, coil, done = self._state(coil_id)
