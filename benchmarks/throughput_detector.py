@@ -10,7 +10,7 @@ same weights for every row:
 * "station, ONNX Runtime": the same chain on the exported artifact (pre- and post-processing inside).
 
 Each row reports frames/s, Mpx/s and recall / precision of its boxes against the coil's truth boxes in each
-frame (IoU >= 0.3, any class), so a faster row that finds less shows it. Timing: 1 warm-up frame, then the best
+frame (IoU >= 0.3, any class), so a faster row that finds less shows it. Timing: 2 warm-up frames, then the best
 of `--repeats` passes over `--frames` frames, `--threads` threads.
 
     .venv/bin/python benchmarks/throughput_detector.py            # built-in coil-demo, 12 frames
@@ -40,6 +40,9 @@ from steelscan.inspection.chain import DetectorChain
 from steelscan.inspection.runner import frame_paths, read_frame
 from steelscan.metrics import box_iou
 
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is not a package
+from throughput import best_pass  # noqa: E402
+
 
 def frame_truth(truth: dict, n_frames: int) -> list[np.ndarray]:
     """Truth boxes (xyxy, frame px) per frame; slivers under 4 px are not counted (no detector sees them)."""
@@ -60,16 +63,6 @@ def recall_precision(found: list[np.ndarray], truth: list[np.ndarray], iou: floa
             m = box_iou(f, t) >= iou
             tp_t, tp_f = tp_t + int(m.any(0).sum()), tp_f + int(m.any(1).sum())
     return tp_t / max(n_t, 1), tp_f / max(n_f, 1)
-
-
-def best_pass(run, frames: list[np.ndarray], repeats: int) -> tuple[float, list[np.ndarray]]:
-    run(frames[:1])
-    best, out = float("inf"), []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = run(frames)
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def main(argv: list[str] | None = None) -> dict:
