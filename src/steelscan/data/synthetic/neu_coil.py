@@ -39,7 +39,6 @@ from steelscan.data.formats.base import Item
 from steelscan.data.splits import split_items
 from steelscan.data.synthetic.coil import PNG_FAST
 from steelscan.data.synthetic.writers import Progress, SynthSummary, prepare_out, write_bytes
-from steelscan.inspection.geometry import StripGeometry
 
 CONTENT = "real {what} images laid out as a coil"
 MM_PER_PX = 0.5  # nominal: NEU states no scale; 1600 px frames are then an 800 mm strip
@@ -143,7 +142,6 @@ def write_neu_coil(root: str | Path, out: str | Path, split: str = "val", per_fr
         raise SteelscanError(f"{per_frame} images of {w} px per frame make a {W * MM_PER_PX:g} mm strip at "
                              f"{MM_PER_PX} mm/px; the station takes at most 5000 mm: use at most "
                              f"{int(5000 // (w * MM_PER_PX))} per frame")
-    StripGeometry(MM_PER_PX, MM_PER_PX, W * MM_PER_PX, 0, "top", (0, W)).validate(W, h)  # what inspect checks
     out = prepare_out(out, ["frames/*.png", "manifest.yaml", "defects_truth.json"], overwrite)
     (out / "frames").mkdir(exist_ok=True)
     root = Path(root).resolve()
