@@ -88,3 +88,40 @@ def test_openvino_refuses_bad_options_and_foreign_files(artifacts, tmp_path):
     ov.save_model(ov.convert_model(str(onnx_path)), str(bare))
     with pytest.raises(ModelFileError, match="not a steelscan artifact"):
         load_predictor(bare)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier(tmp_path_factory):
+    import torch
+
+    from steelscan.core.meta import ModelMeta
+    from steelscan.engine.runs import save_checkpoint
+    from steelscan.models import create_model
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 3, "in_chans": 1, "pretrained": False}
+    path = tmp_path_factory.mktemp("ovcls") / "cls.pt"
+    save_checkpoint(path, create_model("efficientnet_lite0", **kwargs).eval(),
+                    ModelMeta(task="classification", model="efficientnet_lite0", model_kwargs=kwargs,
+                              class_names=("a", "b", "c"), input_size=(64, 64)))
+    return path
+
+
+def test_classifier_runtimes_are_checked_before_loading(tiny_classifier):
+    from steelscan.deploy.predictors.factory import load_on_runtime
+
+    with pytest.raises(ConfigError, match="runtime"):
+        load_on_runtime(str(tiny_classifier), "tensorrt", task="classification")
+
+
+@needs_openvino
+@pytest.mark.parametrize("runtime", ["openvino", "openvino-bf16"])
+def test_a_classifier_on_openvino_matches_onnx_runtime(tiny_classifier, runtime):
+    from steelscan.deploy.predictors.factory import load_on_runtime
+
+    images = [np.random.default_rng(i).integers(0, 256, (80, 80), np.uint8) for i in range(5)]
+    ref = load_on_runtime(str(tiny_classifier), "onnx", task="classification", threads=1)
+    ov = load_on_runtime(str(tiny_classifier), runtime, task="classification", threads=1, tta=True)
+    assert ov.backend_kind == "openvino" and ref.backend_kind == "onnx"
+    tol = 1e-4 if runtime == "openvino" else 3e-2  # bf16 keeps ~3 significant digits
+    np.testing.assert_allclose(ov.predict(images), ref.replace(tta=True).predict(images), atol=tol)

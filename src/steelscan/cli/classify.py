@@ -20,6 +20,9 @@ def command(
     json_out: Path = typer.Option(None, "--json", help="Write the predictions as JSON here"),
     tta: bool = typer.Option(None, "--tta/--no-tta", help="Flip TTA (default: as the model was evaluated)"),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
+    runtime: str = typer.Option("auto", "--runtime", help="auto (a checkpoint on PyTorch, an .onnx on ONNX Runtime), "
+                                "onnx, openvino or openvino-bf16 (pip install 'steelscan[openvino]'; bf16 pays on "
+                                "CPUs with AMX / AVX512-bf16); a checkpoint is exported for it first"),
 ) -> None:
     """Classify images: prints a class and a probability per image.
 
@@ -27,11 +30,11 @@ def command(
     warning; images of another size are resized to the model's input as in training; the rest are classified.
     """
     from steelscan.deploy.inputs import collect_images, min_side_of, read_images
-    from steelscan.deploy.predictors import load_predictor
+    from steelscan.deploy.predictors.factory import load_on_runtime
 
     setup_logging()
     files = collect_images(inputs)  # cheap checks first: a typo in a path should not wait for a model
-    predictor = load_predictor(model, task="classification", tta=tta, batch_size=batch_size)
+    predictor = load_on_runtime(model, runtime, task="classification", tta=tta, batch_size=batch_size)
     meta = predictor.meta
     paths, images, skipped = read_images(files, channels=meta.in_chans, min_side=min_side_of(meta))  # 1x1: skipped
     probs = predictor.predict(images)

@@ -1,5 +1,5 @@
-"""The OpenVINO side of a segmenter artifact: the same gate/decoder cut as `SegmenterRuntime`, compiled by
-OpenVINO for the CPU instead of run by ONNX Runtime.
+"""The OpenVINO side of an artifact: a segmenter's gate/decoder cut as in `SegmenterRuntime`, or a classifier
+(`OpenVinoBackend`), compiled by OpenVINO for the CPU instead of run by ONNX Runtime.
 
 Optional: needs the `openvino` extra (`pip install steelscan[openvino]`); nothing imports this module unless
 an `.xml` artifact (or `backend="openvino"`) is asked for. It reads either an OpenVINO IR (`steelscan export
@@ -93,6 +93,35 @@ def split_gate_decoder(model: Any, feature_outputs: list[str]) -> tuple[Any, Any
     return gate, decoder
 
 
+def compile_config(threads: int, hint: str = "LATENCY", streams: int | None = None, precision: str = "f32") -> dict:
+    """The CPU plugin's config; bad values are ConfigErrors."""
+    if hint.upper() not in HINTS:
+        raise ConfigError(f"OpenVINO hint: expected one of {', '.join(HINTS)}, got {hint!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"OpenVINO precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    config: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_NUM_THREADS": int(threads),
+                              "INFERENCE_PRECISION_HINT": precision}
+    if streams is not None:
+        config["NUM_STREAMS"] = int(streams)
+    return config
+
+
+class OpenVinoBackend:
+    """A one-input artifact (a classifier) compiled by OpenVINO: float32 arrays in, its outputs out, like
+    `OnnxBackend`. Options as `OpenVinoSegmenterRuntime`'s (f32 unless bf16 is asked for)."""
+
+    kind = "openvino"
+
+    def __init__(self, model: Any, threads: int = 2, **options: Any) -> None:
+        import openvino as ov
+
+        self.request = ov.Core().compile_model(model, "CPU", compile_config(threads, **options)).create_infer_request()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        out = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        return [out[port].copy() for port in self.request.model_outputs]  # views of reused buffers: copy
+
+
 class OpenVinoSegmenterRuntime:
     """A segmenter artifact compiled by OpenVINO (CPU): `predict` as `SegmenterRuntime.predict`.
 
@@ -114,18 +143,11 @@ class OpenVinoSegmenterRuntime:
         if art is None or art.tile is None or not art.feature_outputs:
             raise ModelFileError("a segmenter artifact needs its tile and feature outputs (artifact.tile, "
                                  "artifact.feature_outputs): re-export it with `steelscan export`")
-        if hint.upper() not in HINTS:
-            raise ConfigError(f"OpenVINO hint: expected one of {', '.join(HINTS)}, got {hint!r}")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"OpenVINO precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+        config = compile_config(threads, hint, streams, precision)
         self.meta = meta
         self.tile: tuple[int, int] = tuple(art.tile)
         self.gate_threshold = float(art.tile_gate_threshold if art.tile_gate_threshold is not None else 0.0)
         self.feature_outputs = list(art.feature_outputs)
-        config: dict[str, Any] = {"PERFORMANCE_HINT": hint.upper(), "INFERENCE_NUM_THREADS": int(threads)}
-        if streams is not None:
-            config["NUM_STREAMS"] = int(streams)
-        config["INFERENCE_PRECISION_HINT"] = precision
         self.config = config
         core = ov.Core()
         gate, decoder = split_gate_decoder(model, self.feature_outputs)
