@@ -7,11 +7,10 @@ any model a plant trains:
   one piece per connected component.
 - `DetectorChain` (Wang 2021's two stages, then a defect classifier): frames are cut into tiles of the size
   the detector was trained on, spread evenly over the frame and overlapping by at least `tile_overlap` px;
-  an optional defect/no-defect gate skips
-  clean tiles; the detector runs on the rest; boxes of one defect seen by two tiles (twice, or cut by a
-  tile border) are merged into one; an optional classifier names each piece from its crop, the way
-  commercial systems split detection and classification. Both classes and confidences are recorded; the
-  classifier's class is the piece's class.
+  an optional defect/no-defect gate skips clean tiles; the detector runs on the rest; boxes of one defect
+  seen by two tiles (twice, or cut by a tile border) are merged into one; an optional classifier names each
+  piece from the tile the detector saw it in, the way commercial systems split detection and
+  classification. Both classes and confidences are recorded; the classifier's class is the piece's class.
 
 Pieces are then clipped to the frame's owned rows (`steelscan.inspection.geometry`), and `merge_pieces`
 joins them across frames into defects.
@@ -39,7 +38,6 @@ FrameResult = tuple[list[Piece], dict]  # the frame's pieces and its record's in
 # real NEU-DET images laid out as a coil (README): aligned tiles keep 99% of the detector's recall on single
 # images, tiles overlapping by 30 px (straddling two photographs) 90%. Defects cut by a tile are merged either way.
 DEFAULT_TILE_OVERLAP = 0
-RUNTIMES = ("onnx", "openvino", "openvino-bf16")  # a segmenter's artifact runs on one of these
 CUT_EDGE_PX = 3  # a box this close to an inner tile edge was cut by the tile
 SAME_DEFECT_IOS = 0.5  # intersection over the smaller box: one defect seen by two overlapping tiles
 ALIGN_SHARE = 0.5  # two parts of one cut defect overlap by this share of the narrower across the cut
@@ -303,19 +301,16 @@ def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = No
 
     from steelscan.deploy.export import artifact_for_frames
     from steelscan.deploy.predictors import load_predictor
+    from steelscan.deploy.predictors.factory import load_on_runtime
 
     task = model_task(model)
     if task == "segmentation":
         if classifier or gate:
             raise ConfigError("--classifier and --gate go with a detector; a segmenter names and gates its own "
                               "pieces (--no-gate turns its gate off)")
-        if runtime not in RUNTIMES:
-            raise ConfigError(f"runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
         artifact = artifact_for_frames(model, Path(out or "."), frame_shape)
-        ov = {"precision": "bf16"} if runtime == "openvino-bf16" else {}
-        return SegmenterChain(load_predictor(artifact, backend=runtime.split("-")[0], task="segmentation",
-                                             threads=threads, gate=tile_gate, batch_size=batch,
-                                             **({"openvino": ov} if runtime != "onnx" else {})))
+        return SegmenterChain(load_on_runtime(str(artifact), runtime, task="segmentation", threads=threads,
+                                              gate=tile_gate, batch_size=batch))
     if task != "detection":
         raise ModelFileError(f"{model} is a {task} model; the station runs a segmenter or a detector (a classifier "
                              "goes with --classifier or --gate)")
