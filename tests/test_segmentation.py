@@ -326,3 +326,31 @@ def test_segment_mean_ensemble_of_identical_members_equals_the_single_model(seg_
     a = cv2.imread(str(one / "masks" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
     b = cv2.imread(str(two / "masks" / f"{image.stem}.png"), cv2.IMREAD_UNCHANGED)
     assert a is not None and np.array_equal(a, b)
+
+
+def test_tuner_searches_the_component_size_and_the_gate_and_reports_each_fold():
+    rng = np.random.default_rng(1)
+    n = 20
+    probs = np.zeros((n, 4, 16, 32), np.float32)
+    truths = np.zeros((n, 4, 16, 32), np.uint8)
+    presence = np.full((n, 4), 0.1, np.float32)
+    for i in range(n):
+        if i % 2 == 0:  # a 64 px defect, its presence high
+            truths[i, 0, 4:12, 4:12] = 1
+            probs[i, 0, 4:12, 4:12] = 0.9
+            presence[i, 0] = 0.9
+        # specks of 1 px at 0.9 everywhere: a minimum area of 0 and no component floor would paint clean steel
+        ys, xs = rng.integers(0, 16, 6), rng.integers(20, 32, 6)
+        probs[i, 0, ys, xs] = 0.9
+    base = PostProcess(threshold=(0.5,) * 4, min_area=(0,) * 4)
+    tuned, report = tune_postprocess(probs, presence, truths, base, n_folds=4, areas=(0,), components=(0, 10))
+    assert tuned.min_component == 10  # only the floor also clears the specks beside a real defect
+    assert report["dice_chosen"] > report["dice_before"] and report["per_class"][0]["dice_cv"] == 1.0
+    assert len(report["folds"]) == 4 and report["folds_below_all_empty"] == 0
+    assert all(r["dice"] >= r["all_empty_dice"] for r in report["folds"])
+    # without the component search the gate keeps clean images clean (their presence is 0.1), not the specks
+    # beside a defect
+    gated, rep = tune_postprocess(probs, presence, truths, base, n_folds=4, areas=(0,))
+    assert gated.gate == "hard" and 0.1 < gated.gate_threshold[0] <= 0.9 and gated.min_component == 0
+    assert rep["per_class"][0]["dice_before"] < rep["per_class"][0]["dice_cv"] < 1.0
+    assert gated.gate_threshold[1:] == (0.0, 0.0, 0.0)  # classes without defects keep "no gate"
