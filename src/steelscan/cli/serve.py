@@ -54,7 +54,7 @@ def command(
 
     from steelscan.config import read_yaml_mapping
     from steelscan.grading import load_rules
-    from steelscan.inspection.chain import model_task
+    from steelscan.inspection.chain import model_meta
     from steelscan.service.app import create_app
     from steelscan.service.limits import header_timeout_protocol
     from steelscan.service.settings import DEFAULT_GEOMETRY, Limits, Settings, check_exposure, read_token
@@ -70,7 +70,7 @@ def command(
         geometry.update({k: m[k] for k in geometry if k in m})
         geometry.update({k: m[f"{k}_px"] for k in ("frame_width", "frame_height") if f"{k}_px" in m})
     data_dir.mkdir(parents=True, exist_ok=True)
-    detector_station = model_task(model) == "detection"
+    detector_station = model_meta(model).task == "detection"
     settings = Settings(
         artifact=model, db=db or str(data_dir / "records.db"), data_dir=data_dir,
         rules=rules, token=token, geometry=geometry, classifier=classifier or "neu-cls", detector=detector,

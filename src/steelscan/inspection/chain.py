@@ -194,13 +194,17 @@ class DetectorChain:
         return frames_per_call(len(self.tiles(frame_shape)), self.detector.batch_size)
 
     def pieces(self, items: Sequence[FrameItem]) -> list[FrameResult]:
+        """Frames of one call share the gate's, the detector's and the classifier's batches; ms is each frame's
+        share of the call."""
         t0 = time.perf_counter()
-        crops, where = [], []  # every tile of every frame, and (item index, tile rect)
+        crops, rects, owner = [], [], []  # every tile of every frame, its rect and its frame's item index
         for n, (_, img, _) in enumerate(items):
             for rect in self.tiles(img.shape[:2]):
                 x0, y0, x1, y1 = rect
                 crops.append(img[y0:y1, x0:x1])
-                where.append((n, rect))
+                rects.append(rect)
+                owner.append(n)
+        owner_arr = np.asarray(owner, np.int64)
         passed = np.ones(len(crops), bool)
         if self.gate is not None:
             from steelscan.two_stage import gate_probabilities
@@ -208,52 +212,58 @@ class DetectorChain:
             passed = gate_probabilities(self.gate, crops) >= self.gate_threshold
         idx = np.flatnonzero(passed)
         found = self.detector.predict([crops[i] for i in idx]) if len(idx) else []
-        per_frame: list[list[tuple[np.ndarray, float, int, bool, int]]] = [[] for _ in items]
+        per_frame: list[list[tuple[int, dict]]] = [[] for _ in items]
         for i, d in zip(idx, found):
-            n, rect = where[i]
-            shape = items[n][1].shape[:2]
-            for box, s, lab in zip(d["boxes"], d["scores"], d["labels"]):
-                fb = box + np.array([rect[0], rect[1], rect[0], rect[1]], np.float32)
-                per_frame[n].append((fb, float(s), int(lab), cut_by_tile(fb, rect, shape), int(i)))
-        results = []
-        for n, (k, img, owned) in enumerate(items):
-            dets = per_frame[n]
-            boxes = np.array([d[0] for d in dets], np.float32).reshape(-1, 4)
-            boxes, scores, labels = merge_tile_boxes(boxes, np.array([d[1] for d in dets], np.float32),
-                                                     np.array([d[2] for d in dets], np.int64),
-                                                     np.array([d[3] for d in dets], bool),
-                                                     np.array([d[4] for d in dets], np.int64))
-            pieces = pieces_from_boxes(k, boxes, scores, labels, owned, self.detector.class_names)
-            if self.classifier is not None and pieces:
-                pieces = self._classify(img, pieces)
-            results.append([pieces, {"tiles": sum(1 for w in where if w[0] == n),
-                                     "tiles_decoded": int(sum(1 for i in idx if where[i][0] == n))}])
+            per_frame[owner[i]].append((int(i), d))
+        frame_pieces = [pieces_from_boxes(k, *self._frame_boxes(per_frame[n], rects, img.shape[:2]), owned,
+                                          self.detector.class_names)
+                        for n, (k, img, owned) in enumerate(items)]
+        if self.classifier is not None:
+            frame_pieces = self._classify([img for _, img, _ in items], frame_pieces)
         ms = round(1000 * (time.perf_counter() - t0) / max(len(items), 1), 2)
-        return [(pieces, {"ms": ms, **info}) for pieces, info in results]
+        tiles = np.bincount(owner_arr, minlength=len(items))
+        decoded = np.bincount(owner_arr[idx], minlength=len(items))
+        return [(p, {"ms": ms, "tiles": int(t), "tiles_decoded": int(dd)})
+                for p, t, dd in zip(frame_pieces, tiles, decoded)]
 
-    def _classify(self, img: np.ndarray, pieces: list[Piece]) -> list[Piece]:
-        """Each piece named by the classifier from the window the detector saw it in: the tile holding its centre
-        most centrally (the scale and context both models were trained on); a piece larger than a tile from a
-        square crop around it, shifted inside the frame."""
-        h, w = img.shape[:2]
-        rects = self.tiles((h, w))
+    @staticmethod
+    def _frame_boxes(dets: list[tuple[int, dict]], rects: list, shape: tuple[int, int]):
+        """One frame's detections from its tiles (tile index, detections) -> (boxes, scores, labels) in frame px,
+        merged across tiles."""
+        if not dets:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)
+        boxes = np.concatenate([d["boxes"] + np.asarray(rects[i][:2] * 2, np.float32) for i, d in dets])
+        tile = np.concatenate([np.full(len(d["boxes"]), i) for i, d in dets])
+        cut = np.array([cut_by_tile(b, rects[t], shape) for b, t in zip(boxes, tile)], bool)
+        return merge_tile_boxes(boxes, np.concatenate([d["scores"] for _, d in dets]).astype(np.float32),
+                                np.concatenate([d["labels"] for _, d in dets]).astype(np.int64), cut, tile)
+
+    def _classify(self, images: list[np.ndarray], frame_pieces: list[list[Piece]]) -> list[list[Piece]]:
+        """Every piece of the call named by the classifier in one batch, each from the window the detector saw it
+        in: the tile holding its centre most centrally (the scale and context both models were trained on); a
+        piece larger than a tile from a square crop around it, shifted inside the frame."""
         crops = []
-        for p in pieces:
-            x1, y1, x2, y2 = p.bbox
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            if x2 - x1 <= self.tile[1] and y2 - y1 <= self.tile[0]:
-                x0, y0, xe, ye = max(rects, key=lambda r: min(cx - r[0], r[2] - cx, cy - r[1], r[3] - cy))
-            else:
-                side = min(max(x2 - x1, y2 - y1), h, w)
-                x0 = int(np.clip(cx - side / 2, 0, w - side))
-                y0 = int(np.clip(cy - side / 2, 0, h - side))
-                xe, ye = x0 + side, y0 + side
-            crops.append(img[y0:ye, x0:xe])
-        probs = self.classifier.predict(crops)
+        for img, pieces in zip(images, frame_pieces):
+            h, w = img.shape[:2]
+            rects = self.tiles((h, w))
+            for p in pieces:
+                x1, y1, x2, y2 = p.bbox
+                cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+                if x2 - x1 <= self.tile[1] and y2 - y1 <= self.tile[0]:
+                    x0, y0, xe, ye = max(rects, key=lambda r: min(cx - r[0], r[2] - cx, cy - r[1], r[3] - cy))
+                else:
+                    side = min(max(x2 - x1, y2 - y1), h, w)
+                    x0 = int(np.clip(cx - side / 2, 0, w - side))
+                    y0 = int(np.clip(cy - side / 2, 0, h - side))
+                    xe, ye = x0 + side, y0 + side
+                crops.append(img[y0:ye, x0:xe])
+        if not crops:
+            return frame_pieces
+        probs = iter(self.classifier.predict(crops))
         names = self.classifier.class_names
-        return [replace(p, class_name=names[int(np.argmax(pr))], detector_class=p.class_name,
-                        classifier_confidence=round(float(np.max(pr)), 4))
-                for p, pr in zip(pieces, probs)]
+        return [[replace(p, class_name=names[int(np.argmax(pr))], detector_class=p.class_name,
+                         classifier_confidence=round(float(np.max(pr)), 4))
+                 for p, pr in zip(pieces, probs)] for pieces in frame_pieces]
 
     def describe(self) -> dict:
         d = {"task": "detection", "model": self.meta.model, "source": self.detector.source,
@@ -270,19 +280,13 @@ class DetectorChain:
 # -- loading -----------------------------------------------------------------------------------------------
 
 
-def model_task(model: str) -> str:
-    """The task of a model (ONNX artifact, run folder, .pt or built-in name), read from its metadata alone."""
+def model_meta(model: str) -> ModelMeta:
+    """The metadata of a model (ONNX artifact, run folder, .pt or built-in name), read without building it."""
     from steelscan.deploy.artifact import read_artifact_meta
     from steelscan.engine.runs import read_checkpoint, resolve_model
 
     path = resolve_model(model)
-    return (read_artifact_meta(path) if path.suffix.lower() == ".onnx" else read_checkpoint(path, mmap=True)[1]).task
-
-
-def _has_dcn(model: str) -> bool:
-    from steelscan.engine.runs import read_checkpoint, resolve_model
-
-    return bool(read_checkpoint(resolve_model(model), mmap=True)[1].model_kwargs.get("dcn"))
+    return read_artifact_meta(path) if path.suffix.lower() == ".onnx" else read_checkpoint(path, mmap=True)[1]
 
 
 def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = None, classifier: str | None = None,
@@ -303,7 +307,7 @@ def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = No
     from steelscan.deploy.predictors import load_predictor
     from steelscan.deploy.predictors.factory import load_on_runtime
 
-    task = model_task(model)
+    task = model_meta(model).task
     if task == "segmentation":
         if classifier or gate:
             raise ConfigError("--classifier and --gate go with a detector; a segmenter names and gates its own "
@@ -319,7 +323,8 @@ def load_chain(model: str, *, frame_shape: tuple[int, int], out: str | None = No
     def onnx(spec: str, task: str, **options):
         # ONNX Runtime runs exported models ~2-3x faster than eager PyTorch (coil-demo on 1600x256 frames: 194 vs
         # 563 ms/frame on 2 cores); deformable convolutions have no ONNX operator and stay on PyTorch
-        path = spec if str(spec).endswith(".onnx") or _has_dcn(spec) else artifact_for_frames(spec, Path(out or "."))
+        onnx_ok = not str(spec).endswith(".onnx") and not model_meta(spec).model_kwargs.get("dcn")
+        path = artifact_for_frames(spec, Path(out or ".")) if onnx_ok else spec
         predictor = load_predictor(path, task=task, threads=threads, **options)
         predictor.source = str(spec)
         return predictor

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from steelscan.config import read_yaml_mapping
 from steelscan.core.errors import ImageError, SteelscanError
-from steelscan.core.images import read_image
+from steelscan.core.images import IMAGE_SUFFIXES, read_image
 from steelscan.grading import Rules, grade_coil, load_rules
 from steelscan.inspection.geometry import StripGeometry, geometry_from_manifest
 from steelscan.inspection.chain import FrameChain
@@ -31,7 +31,6 @@ from steelscan.inspection.periodic import find_periodic
 from steelscan.store import Store
 
 log = logging.getLogger(__name__)
-FRAME_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 @dataclass
@@ -63,14 +62,14 @@ def frame_paths(coil_dir: Path) -> list[Path]:
     folder = coil_dir / "frames" if (coil_dir / "frames").is_dir() else coil_dir
     if not folder.is_dir():
         raise SteelscanError(f"coil folder not found: {coil_dir}")
-    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and not p.name.startswith("."))
+    named = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     files = [p for p in named if p.is_file()]  # stat only, never opened; follows links to regular files
     if len(files) < len(named):
         skipped = [p.name for p in named if not p.is_file()]
         log.warning("%s: skipped %d entr%s that %s not a regular file: %s", folder, len(skipped),
                     "y" if len(skipped) == 1 else "ies", "is" if len(skipped) == 1 else "are", ", ".join(skipped[:5]))
     if not files:
-        raise SteelscanError(f"{folder}: expected frames ({', '.join(FRAME_SUFFIXES)}), found none")
+        raise SteelscanError(f"{folder}: expected frames ({', '.join(IMAGE_SUFFIXES)}), found none")
     numbers = [re.search(r"(\d+)$", p.stem) for p in files]
     if not all(numbers):
         return files
