@@ -145,6 +145,11 @@ def run_ours(args, split, timing: list[int]) -> dict:
 
 
 def run_yolo(args, split, timing: list[int]) -> dict:
+    return finish_yolo(start_yolo(args, split, timing))
+
+
+def start_yolo(args, split, timing: list[int]) -> tuple[subprocess.Popen, Path]:
+    """Launch the YOLO side as its own process; -> (process, its result file)."""
     work = args.out / "yolo"
     env = yolo_env(args.threads, work / "config")
     python = yolo_python(args.yolo_venv, env)
@@ -157,8 +162,15 @@ def run_yolo(args, split, timing: list[int]) -> dict:
         "threads": args.threads, "budget_minutes": args.budget_minutes, "batch": 16, "batch_eval": args.batch,
         "seed": 0, "project": str(work.resolve()), "conf": 0.001, "iou": 0.7, "max_det": 300,
         "class_names": list(NEU_CLASSES), "timing_indices": timing}))
-    subprocess.run([str(python), str(REPO / "benchmarks" / "yolo_side.py"), str(request), str(result)],
-                   check=True, env=env)
+    proc = subprocess.Popen([str(python), str(REPO / "benchmarks" / "yolo_side.py"), str(request), str(result)],
+                            env=env)
+    return proc, result
+
+
+def finish_yolo(started: tuple[subprocess.Popen, Path]) -> dict:
+    proc, result = started
+    if proc.wait() != 0:
+        raise SystemExit(f"the YOLO side failed (exit {proc.returncode}); its log is above")
     out = json.loads(result.read_text())
     out["preds"] = [{"boxes": np.asarray(p["boxes"], np.float32).reshape(-1, 4),
                      "scores": np.asarray(p["scores"], np.float32), "labels": np.asarray(p["labels"], np.int64)}
@@ -180,15 +192,17 @@ def print_table(res: dict, console: Console) -> None:
     smoke = " - SMOKE RUN, not a result" if res["smoke"] else ""
     load = res["load_average_start"][0]
     busy = f" - machine busy (load {load:.1f} at start): timings not representative" if load > 1.0 else ""
+    if res.get("side_by_side"):
+        busy = " - both trained side by side: timings include the other's load"
     t = Table(title=f"NEU-DET val ({res['n_val_images']} images), {res['budget_minutes']:g} min training budget, "
                     f"{res['threads']} threads{smoke}{busy}",
               caption="mAP: VOC all-point AP@0.5 by steelscan.metrics on the same val images for both. "
-                      "Ours: Faster R-CNN + FPN, EfficientNet-Lite0 with offline ImageNet weights, 200 px. "
+                      f"Ours: {res.get('ours', {}).get('model', '-')} ({res.get('ours', {}).get('config', '-')}). "
                       f"YOLOv8n: from scratch (yolov8n.yaml, no weights downloadable), imgsz {res['imgsz']}. "
                       "ms/image: uint8 image in memory -> detections. Training minutes exclude evaluation.")
     t.add_column("")
-    for name, _ in sides:
-        t.add_column("ours (Lite0 FRCNN)" if name == "ours" else "YOLOv8n", justify="right")
+    for name, v in sides:
+        t.add_column(f"ours ({v['model']})" if name == "ours" else "YOLOv8n", justify="right")
     for c in NEU_CLASSES:
         t.add_row(f"AP@0.5 {c}", *[fmt(v["per_class_ap50"][c]) for _, v in sides])
     t.add_row("[bold]mAP@0.5[/bold]", *[f"[bold]{fmt(v['map50'])}[/bold]" for _, v in sides])
@@ -215,6 +229,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "runs", help="run folders and the YOLO data copy")
     ap.add_argument("--skip-yolo", action="store_true")
     ap.add_argument("--skip-ours", action="store_true")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="train both at once, each with --threads (on 2 cores: --threads 1); the same budget and "
+                         "the same load for both, in half the wall time. Timings then include the other's load")
     ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "detection_vs_yolo.json")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -229,10 +246,12 @@ def main() -> None:
            "split_rule": split.rule, "load_average_start": os.getloadavg()}
     if not args.skip_yolo:  # install (or fail) before spending any budget
         yolo_python(args.yolo_venv, yolo_env(args.threads, args.out / "yolo" / "config"))
+    res["side_by_side"] = bool(args.side_by_side and not (args.skip_ours or args.skip_yolo))
+    yolo = start_yolo(args, split, timing) if res["side_by_side"] else None
     if not args.skip_ours:
         res["ours"] = score(run_ours(args, split, timing), truths)
     if not args.skip_yolo:
-        res["yolo"] = score(run_yolo(args, split, timing), truths)
+        res["yolo"] = score(finish_yolo(yolo) if yolo else run_yolo(args, split, timing), truths)
     res["load_average_end"] = os.getloadavg()
     print_table(res, Console())
     args.json.parent.mkdir(parents=True, exist_ok=True)

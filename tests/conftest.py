@@ -194,3 +194,23 @@ def tiny_masks(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_rle(tmp_path_factory) -> Path:
     return _tiny(tmp_path_factory, "rle", "make_rle")
+
+
+@pytest.fixture(scope="session")
+def det_synth(tmp_path_factory) -> tuple[Path, Path]:
+    """(a synthetic NEU-DET folder: 3 classes x numbers 1..4, No. 4 of each is validation -> 9 train / 3 val,
+    a folder of 3 defect-free images)."""
+    import cv2
+    import numpy as np
+
+    from steelscan.data.synthetic import write_neu_det
+    from steelscan.data.synthetic.neu_images import neu_background
+
+    root = tmp_path_factory.mktemp("det")
+    write_neu_det(root / "det", n=12, seed=2, workers=1, class_counts={"crazing": 4, "patches": 4, "scratches": 4})
+    clean = root / "clean"
+    clean.mkdir()
+    for k in range(3):
+        bg = neu_background("patches", np.random.default_rng(k))
+        cv2.imwrite(str(clean / f"clean_{k}.png"), np.clip(bg, 0, 255).astype(np.uint8))
+    return root / "det", clean

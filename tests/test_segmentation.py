@@ -329,22 +329,22 @@ def test_segment_mean_ensemble_of_identical_members_equals_the_single_model(seg_
 
 
 def test_tuner_searches_the_component_size_and_the_gate_and_reports_each_fold():
-    rng = np.random.default_rng(1)
     n = 20
     probs = np.zeros((n, 4, 16, 32), np.float32)
     truths = np.zeros((n, 4, 16, 32), np.uint8)
     presence = np.full((n, 4), 0.1, np.float32)
     for i in range(n):
-        if i % 2 == 0:  # a 64 px defect, its presence high
-            truths[i, 0, 4:12, 4:12] = 1
-            probs[i, 0, 4:12, 4:12] = 0.9
+        if i % 2 == 0:  # a 144 px defect, its presence high
+            truths[i, 0, 2:14, 2:14] = 1
+            probs[i, 0, 2:14, 2:14] = 0.9
             presence[i, 0] = 0.9
-        # specks of 1 px at 0.9 everywhere: a minimum area of 0 and no component floor would paint clean steel
-        ys, xs = rng.integers(0, 16, 6), rng.integers(20, 32, 6)
-        probs[i, 0, ys, xs] = 0.9
+        # two 12 px specks at 0.9 on every image, above the 10 px floor: a minimum area of 0 and no larger
+        # component size would paint clean steel
+        probs[i, 0, 1 + i % 3 : 4 + i % 3, 18:22] = 0.9
+        probs[i, 0, 9:12, 26:30] = 0.9
     base = PostProcess(threshold=(0.5,) * 4, min_area=(0,) * 4)
-    tuned, report = tune_postprocess(probs, presence, truths, base, n_folds=4, areas=(0,), components=(0, 10))
-    assert tuned.min_component == 10  # only the floor also clears the specks beside a real defect
+    tuned, report = tune_postprocess(probs, presence, truths, base, n_folds=4, areas=(0,), components=(10, 30))
+    assert tuned.min_component == 30  # only the component size also clears the specks beside a real defect
     assert report["dice_chosen"] > report["dice_before"] and report["per_class"][0]["dice_cv"] == 1.0
     assert len(report["folds"]) == 4 and report["folds_below_all_empty"] == 0
     assert all(r["dice"] >= r["all_empty_dice"] for r in report["folds"])
@@ -354,3 +354,19 @@ def test_tuner_searches_the_component_size_and_the_gate_and_reports_each_fold():
     assert gated.gate == "hard" and 0.1 < gated.gate_threshold[0] <= 0.9 and gated.min_component == 0
     assert rep["per_class"][0]["dice_before"] < rep["per_class"][0]["dice_cv"] < 1.0
     assert gated.gate_threshold[1:] == (0.0, 0.0, 0.0)  # classes without defects keep "no gate"
+    # folds given by the caller (e.g. those out-of-fold predictions were made by) are used as they are
+    folds = np.arange(n) % 4
+    _, given = tune_postprocess(probs, presence, truths, base, n_folds=4, areas=(0,), folds=folds)
+    assert [r["n_images"] for r in given["folds"]] == [5, 5, 5, 5]
+    with pytest.raises(SteelscanError, match="fold"):
+        tune_postprocess(probs, presence, truths, base, n_folds=4, folds=np.zeros(n, int))
+
+
+def test_components_below_the_floor_never_survive_binarize():
+    from steelscan.postprocess import MIN_COMPONENT_FLOOR, binarize
+
+    probs = np.zeros((4, 32, 32), np.float32)
+    probs[0, 2:4, 2:5] = 0.9  # 6 px: a speck
+    probs[0, 10:20, 10:20] = 0.9  # 100 px: a defect
+    mask = binarize(probs, PostProcess(min_area=(0,) * 4, min_component=0))
+    assert MIN_COMPONENT_FLOOR == 10 and mask[0, 2:4, 2:5].sum() == 0 and mask[0].sum() == 100

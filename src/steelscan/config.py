@@ -55,6 +55,9 @@ class ModelConfig(_Section):
     in_chans: Literal[1, 3] | None = None  # null = from the data: 3 when its images hold colour, else 1
     dcn: bool = False
     drop_rate: float = 0.0
+    # Start from a checkpoint's weights (run folder, .pt or built-in name), e.g. a shipped model fine-tuned on a
+    # plant's images: tensors of the same name and shape are copied, the rest (another class count) start fresh.
+    init: str | None = None
 
 
 class AugmentConfig(_Section):
@@ -65,6 +68,7 @@ class AugmentConfig(_Section):
     cutout: float = 0.0  # probability of a random CoarseDropout
     improved_cutout: float = 0.0  # probability of blanking a labelled defect box (needs neu-det boxes)
     defect_blackout: float = 0.0  # detection: probability of blanking every box of an image (it becomes clean)
+    mosaic: float = Field(0.0, ge=0.0, le=1.0)  # detection: probability of a 4-image mosaic (YOLO's), with scale jitter
     det_root: str | None = None  # NEU-DET boxes for improved_cutout of NEU-CLS images
 
 
@@ -114,10 +118,15 @@ class TrainConfig(_Section):
     clip_grad_norm: float | None = Field(None, gt=0)  # detection uses detector.clip_grad_norm when null
     # A run folder to continue: its last.pt holds the weights, optimiser, schedule and history.
     resume: str | None = None
+    # Evaluate and save an exponential moving average of the weights (timm's ModelEmaV3, warm-up on: the
+    # effective decay grows from 0 towards this value over the first thousands of steps); null = off.
+    ema_decay: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 class DetectorConfig(_Section):
-    """Faster R-CNN options (task: detection). The backbone is model.name (frcnn_*); DCN is model.dcn."""
+    """Detector options (task: detection). The family and backbone are model.name (frcnn_*, fcos_*); DCN is
+    model.dcn. The rpn_*, box_batch_size_per_image, representation_size, anchor and coordconv keys are Faster
+    R-CNN's; head_convs, center_sampling_radius and topk_candidates are FCOS's."""
 
     spp: bool = False  # spatial pyramid pooling on the top backbone map
     coordconv: bool = False  # coordinate channels before the first conv of the RPN head and the box head
@@ -136,6 +145,9 @@ class DetectorConfig(_Section):
     rpn_post_nms_top_n_test: int = Field(200, ge=1)
     rpn_batch_size_per_image: int = Field(256, ge=1)
     box_batch_size_per_image: int = Field(256, ge=1)
+    head_convs: int = Field(2, ge=1, le=4)  # FCOS: 3x3 convs per head branch
+    center_sampling_radius: float = Field(1.5, gt=0.0)  # FCOS: positives within this many strides of a box centre
+    topk_candidates: int = Field(300, ge=1)  # FCOS: best locations per level before NMS
     box_detections_per_img: int = Field(50, ge=1)
     box_score_thresh: float = Field(0.05, ge=0.0, le=1.0)  # kept for mAP; low, so PR curves reach high recall
     score_threshold: float = Field(0.3, ge=0.0, le=1.0)  # shown and drawn detections (checkpoint default)

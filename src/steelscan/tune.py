@@ -16,12 +16,12 @@ from dataclasses import replace
 import numpy as np
 
 from steelscan.core.errors import SteelscanError
-from steelscan.postprocess import PostProcess, apply_gate, binarize, remove_small_components
+from steelscan.postprocess import MIN_COMPONENT_FLOOR, PostProcess, apply_gate, binarize, remove_small_components
 
 THRESHOLDS = tuple(np.round(np.arange(0.2, 0.85, 0.05), 2).tolist())
 MIN_AREAS = (0, 100, 200, 400, 600, 900, 1200, 1600, 2000, 3000, 4000)
 GATE_THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
-MIN_COMPONENTS = (0, 10, 30, 100)  # px: specks a threshold leaves on clean steel
+MIN_COMPONENTS = (MIN_COMPONENT_FLOOR, 30, 100, 300)  # px: specks a threshold leaves on clean steel
 
 
 def class_pair_dice(probs: np.ndarray, truth: np.ndarray, presence: np.ndarray, thresholds, areas, gates,
@@ -38,7 +38,7 @@ def class_pair_dice(probs: np.ndarray, truth: np.ndarray, presence: np.ndarray, 
     for i in range(n):
         t = truth[i].astype(bool)
         for j, thr in enumerate(thresholds):
-            m = remove_small_components(probs[i] > thr, min_component).astype(bool)
+            m = remove_small_components(probs[i] > thr, max(min_component, MIN_COMPONENT_FLOOR)).astype(bool)
             psum[i, j], inter[i, j] = m.sum(), (m & t).sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         kept = np.where(psum + tsum[:, None] > 0, 2 * inter / (psum + tsum[:, None]), 1.0)  # [N, T]
@@ -56,7 +56,8 @@ def _best(scores: np.ndarray) -> tuple[int, ...]:
 
 def tune_postprocess(probs: np.ndarray, presence: np.ndarray, truths: np.ndarray, base: PostProcess,
                      n_folds: int = 5, seed: int = 0, thresholds=THRESHOLDS, areas=MIN_AREAS,
-                     gates=GATE_THRESHOLDS, components=None) -> tuple[PostProcess, dict]:
+                     gates=GATE_THRESHOLDS, components=None, folds: np.ndarray | None = None,
+                     ) -> tuple[PostProcess, dict]:
     """Search per class; return the post-processing and a report.
 
     The report's `dice_cv` is the honest number for the search: each fold is scored with values chosen on the
@@ -68,7 +69,8 @@ def tune_postprocess(probs: np.ndarray, presence: np.ndarray, truths: np.ndarray
     The gate: with `base.gate` "none" or "hard" the per-class hard-gate threshold is searched too (0 = no gate;
     the result is "hard" when a class gates); "soft" keeps its gate. `components`: minimum component sizes to
     try (one for all classes, chosen by the mean CV Dice; default: base.min_component only). Choosing it on the
-    same folds makes `dice_cv` slightly optimistic when several are tried.
+    same folds makes `dice_cv` slightly optimistic when several are tried. `folds`: each image's fold
+    (0..n_folds-1), e.g. the folds out-of-fold predictions were made by; default a seeded random assignment.
     """
     n, c = probs.shape[:2]
     if truths.shape != probs.shape or presence.shape != (n, c):
@@ -80,7 +82,11 @@ def tune_postprocess(probs: np.ndarray, presence: np.ndarray, truths: np.ndarray
     if 0.0 not in gate_grid:
         gate_grid = (0.0, *gate_grid)
     components = (base.min_component,) if components is None else tuple(components)
-    folds = np.random.default_rng(seed).permutation(n) % n_folds
+    if folds is None:
+        folds = np.random.default_rng(seed).permutation(n) % n_folds
+    elif len(folds) != n or set(np.unique(folds)) != set(range(n_folds)):
+        raise SteelscanError(f"tune: expected a fold 0..{n_folds - 1} for each of {n} images, every fold used, got "
+                             f"{sorted(set(np.asarray(folds).tolist()))} for {len(folds)} images")
     before_img = np.array([[_pair_dice(binarize(probs[i].astype(np.float32), base, presence[i])[k], truths[i, k])
                             for k in range(c)] for i in range(n)])  # [N, C]
     before = before_img.mean(0)

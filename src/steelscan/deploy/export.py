@@ -96,6 +96,19 @@ def export_segmenter(model: nn.Module, meta: ModelMeta | dict, path: str | Path,
     return path
 
 
+class _DetectorGraph(nn.Module):
+    """One image -> (boxes, labels, scores) in that order: torchvision's detectors return their dicts in
+    different key orders (FCOS puts scores before labels), and the export flattens a dict in its own order."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        d = self.model([image])[0]
+        return tuple(d[k] for k in DETECTOR_OUTPUTS)
+
+
 def export_detector(model: nn.Module, meta: ModelMeta | dict, path: str | Path, opset: int = 17) -> Path:
     """A torchvision detector as one ONNX file: image float32 [C, H, W] in [0, 1] (any size) -> boxes, labels,
     scores (every detection the model keeps; the predictor applies the score threshold)."""
@@ -108,7 +121,7 @@ def export_detector(model: nn.Module, meta: ModelMeta | dict, path: str | Path, 
     x = torch.rand(meta.in_chans, h, w, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings of torchvision's detection code
-        torch.onnx.export(model.eval(), ([x],), str(path), input_names=["image"], output_names=DETECTOR_OUTPUTS,
+        torch.onnx.export(_DetectorGraph(model.eval()), (x,), str(path), input_names=["image"], output_names=DETECTOR_OUTPUTS,
                           dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in DETECTOR_OUTPUTS}},
                           opset_version=opset, dynamo=False)
     attach_meta(path, meta.model_copy(update={"artifact": ArtifactInfo()}))

@@ -33,7 +33,7 @@ from steelscan.engine.loop import train_one_epoch
 from steelscan.engine.optim import make_optimizer, make_scheduler
 from steelscan.core.progress import Tracked
 from steelscan.models import create_model, list_models, model_entry
-from steelscan.engine.runs import CHECKPOINT, new_run_dir, save_checkpoint, write_json
+from steelscan.engine.runs import CHECKPOINT, init_weights, new_run_dir, save_checkpoint, write_json
 
 log = logging.getLogger("steelscan.train")
 LAST = "last.pt"
@@ -105,7 +105,13 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
         raise SteelscanError(f"empty split: {len(split.train)} train / {len(split.val)} val images from {data.root}")
     seed_everything(cfg.seed)  # the same seed on every rank: identical initial weights
     job = task.prepare(cfg, data, split, device)
-    model = create_model(cfg.model.name, **job.model_kwargs).to(device)
+    model = create_model(cfg.model.name, **job.model_kwargs)
+    if cfg.model.init and not cfg.train.resume:
+        copied, fresh = init_weights(model, cfg.model.init)
+        if rank == 0:
+            log.info("model.init: %d tensors from %s, %d fresh%s", copied, cfg.model.init, len(fresh),
+                     f" (e.g. {', '.join(fresh[:3])})" if fresh else "")
+    model = model.to(device)
     net = DistributedDataParallel(model, find_unused_parameters=job.find_unused_parameters) if world > 1 else model
 
     g = torch.Generator().manual_seed(cfg.seed)
@@ -122,13 +128,15 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
     scheduler = make_scheduler(cfg, optimizer, math.ceil(steps / cfg.train.grad_accum),
                                progress=clock.fraction if clock.budget_s is not None else None)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
+    ema = make_ema(model, cfg.train.ema_decay)
+    evaluated = model if ema is None else ema.module  # what is validated and saved as model.pt
     meta = job.meta.model_copy(update={"data_format": data.format, "steelscan_version": __version__})
 
     state = {"epoch": 0, "history": [], "best": None, "best_epoch": None, "seconds": 0.0}
     run_dir = None
     if cfg.train.resume:
         run_dir = Path(cfg.train.resume)
-        state = _load_last(run_dir, model, optimizer, scheduler, scaler)
+        state = _load_last(run_dir, model, optimizer, scheduler, scaler, ema)
         clock.add(state["seconds"])
         log.info("resuming %s after epoch %d", run_dir, state["epoch"])
         if rank == 0:  # the folder's config says what the run ran (e.g. the raised train.epochs), repeatable as is
@@ -157,11 +165,11 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
         losses = train_one_epoch(net, batches, optimizer, job.step, device, scheduler, cfg.train.grad_accum, scaler,
                                  cfg.train.max_steps, cfg.train.clip_grad_norm or job.clip_grad_norm,
                                  stop=clock.exhausted if clock.budget_s is not None else None, world=world,
-                                 log_every=50 if progress else 0)
+                                 log_every=50 if progress else 0, ema=ema)
         clock.pause()
         out_of_time = any_rank(clock.exhausted(), world)
         if rank == 0:
-            val = job.evaluate(model, device, False)
+            val = job.evaluate(evaluated, device, False)
             state["history"].append({"epoch": epoch, "train_loss": losses.get("loss", float("nan")),
                                      "train_losses": {k: v for k, v in losses.items() if k != "loss"},
                                      **{f"val_{k}": v for k, v in val.items() if k in job.history_keys},
@@ -171,9 +179,9 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
                      state["history"][-1]["seconds"])
             if state["best"] is None or val["score"] >= state["best"]:
                 state["best"], state["best_epoch"] = val["score"], epoch
-                save_checkpoint(run_dir / CHECKPOINT, model, meta.to_dict())
+                save_checkpoint(run_dir / CHECKPOINT, evaluated, meta.to_dict())
             state["epoch"], state["seconds"] = epoch, clock.seconds
-            _save_last(run_dir, model, optimizer, scheduler, scaler, state)
+            _save_last(run_dir, model, optimizer, scheduler, scaler, state, ema)
         if out_of_time:
             if rank == 0:
                 log.info("time budget of %g min spent in epoch %d: training stops", cfg.train.time_budget_minutes, epoch)
@@ -183,12 +191,12 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
         return None
     if state["best_epoch"] is not None and state["best_epoch"] != state["epoch"]:
         best = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=True)
-        model.load_state_dict(best["state_dict"])
+        evaluated.load_state_dict(best["state_dict"])
         log.info("best validation score in epoch %d of %d: keeping that checkpoint", state["best_epoch"], state["epoch"])
-    final = job.evaluate(model, device, True)
+    final = job.evaluate(evaluated, device, True)
     meta = meta.model_copy(update={"val_metrics": final.get("headline", {})})
-    save_checkpoint(run_dir / CHECKPOINT, model, meta.to_dict())
-    metrics = job.finish(model, final, run_dir, state["history"])
+    save_checkpoint(run_dir / CHECKPOINT, evaluated, meta.to_dict())
+    metrics = job.finish(evaluated, final, run_dir, state["history"])
     metrics.update(split="val", best_epoch=state["best_epoch"], epochs_run=state["epoch"],
                    train_minutes=(time.perf_counter() - t_start) / 60,
                    training_minutes_excluding_eval=clock.seconds / 60,
@@ -198,17 +206,30 @@ def _fit(cfg: RunConfig, rank: int, world: int, device: torch.device, progress: 
     return run_dir
 
 
-def _save_last(run_dir: Path, model, optimizer, scheduler, scaler, state: dict) -> None:
+def make_ema(model: torch.nn.Module, decay: float | None):
+    """timm's ModelEmaV3 with warm-up (None when `decay` is None); `.steps` counts its updates."""
+    if decay is None:
+        return None
+    from timm.utils import ModelEmaV3
+
+    ema = ModelEmaV3(model, decay=decay, use_warmup=True)
+    ema.steps = 0
+    return ema
+
+
+def _save_last(run_dir: Path, model, optimizer, scheduler, scaler, state: dict, ema=None) -> None:
     model = getattr(model, "module", model)
-    blob = {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
+    blob = {"state_dict": cpu(model),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
-            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "state": state}
+            "scaler": scaler.state_dict(), "rng": torch.get_rng_state(), "state": state,
+            "ema": None if ema is None else {"state_dict": cpu(ema.module), "steps": ema.steps}}
     tmp = run_dir / (LAST + ".tmp")
     torch.save(blob, tmp)
     tmp.replace(run_dir / LAST)  # atomic: a killed run never leaves a half-written checkpoint
 
 
-def _load_last(run_dir: Path, model, optimizer, scheduler, scaler) -> dict:
+def _load_last(run_dir: Path, model, optimizer, scheduler, scaler, ema=None) -> dict:
     path = run_dir / LAST
     if not path.is_file():
         raise ConfigError(f"train.resume: expected a run folder holding {LAST}, got {run_dir}")
@@ -219,6 +240,11 @@ def _load_last(run_dir: Path, model, optimizer, scheduler, scaler) -> dict:
         scheduler.load_state_dict(blob["scheduler"])
     scaler.load_state_dict(blob["scaler"])
     torch.set_rng_state(blob["rng"])
+    if ema is not None:
+        if blob.get("ema") is None:
+            raise ConfigError(f"train.resume: {path} was trained without train.ema_decay; resume it without EMA")
+        ema.module.load_state_dict(blob["ema"]["state_dict"])
+        ema.steps = int(blob["ema"]["steps"])
     return blob["state"]
 
 

@@ -35,11 +35,13 @@ def train_one_epoch(
     model: nn.Module, loader, optimizer: torch.optim.Optimizer, step: Step, device: torch.device,
     scheduler=None, grad_accum: int = 1, scaler: torch.amp.GradScaler | None = None, max_steps: int | None = None,
     clip_grad_norm: float | None = None, stop: Callable[[], bool] | None = None, world: int = 1, log_every: int = 0,
+    ema=None,
 ) -> dict[str, float]:
     """One pass over `loader`; returns the mean of the loss ("loss") and of each of its parts.
 
     Gradients accumulate over `grad_accum` batches (the last partial group steps too). `stop` (e.g.
     `TrainingClock.exhausted`) is asked after each optimiser step, agreed across ranks; True ends the epoch.
+    `ema` (timm's ModelEmaV3 of the unwrapped model) is updated after each optimiser step.
     """
     model.train()
     use_amp = scaler is not None and scaler.is_enabled()
@@ -69,6 +71,9 @@ def train_one_epoch(
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(getattr(model, "module", model), step=ema.steps)
+                ema.steps += 1
             if scheduler is not None:
                 scheduler.step()
             stopping = stop is not None and any_rank(stop(), world)

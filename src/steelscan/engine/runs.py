@@ -74,6 +74,7 @@ def resolve_model(spec: str | Path) -> Path:
 
 def read_checkpoint(path: Path, device: str | torch.device = "cpu", mmap: bool = False) -> tuple[dict, ModelMeta]:
     """(state_dict, ModelMeta) of a checkpoint file; anything else is a ModelFileError naming it."""
+    path = Path(path)
     if path.suffix.lower() == ".onnx":
         raise ModelFileError(f"{path} is an exported ONNX artifact; this needs a checkpoint (a run folder, a .pt "
                              "file or a built-in name)")
@@ -119,6 +120,20 @@ def load_checkpoint(model: str | Path, device: str | torch.device = "cpu") -> tu
         raise ModelFileError(f"{path}: its weights do not fit a {meta.model} built from its meta: "
                              f"{str(exc).splitlines()[0][:300]}") from None
     return net.to(device).eval(), meta
+
+
+def init_weights(model: nn.Module, spec: str | Path) -> tuple[int, list[str]]:
+    """Start `model` from the weights of a checkpoint (`model.init`): every tensor whose name and shape match is
+    copied; the rest (e.g. a head for another class count) keeps its fresh initialisation. -> (copied, skipped)."""
+    path = resolve_model(spec)
+    state, meta = read_checkpoint(path)
+    own = model.state_dict()
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not fits:
+        raise ModelFileError(f"model.init: no tensor of {path} ({meta.model}) fits the model being trained; "
+                             "expected a checkpoint of the same architecture")
+    model.load_state_dict(fits, strict=False)
+    return len(fits), sorted(set(own) - set(fits))
 
 
 def load_meta(model: str | Path) -> ModelMeta:

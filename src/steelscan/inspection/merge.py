@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from steelscan.postprocess import MIN_COMPONENT_FLOOR
 from steelscan.inspection.geometry import StripGeometry
 from steelscan.inspection.records import Defect, Piece
 
@@ -21,7 +22,7 @@ from steelscan.inspection.records import Defect, Piece
 # The station drops components smaller than this before recording them: pixels just over the threshold at a
 # defect's rim survive the per-class total-area rule (the frame's real defect carries the total), and each
 # would count as a defect of its own (23 of 37 "defects" on the demo coil were 1-8 px specks).
-MIN_PIECE_PX = 10
+MIN_PIECE_PX = MIN_COMPONENT_FLOOR  # the same floor `segment` and `evaluate` apply
 # Pieces of one class in line along the rolling direction with at most this gap are one defect: a faint
 # scratch comes out of a segmenter as a row of fragments (one scratch of the demo coil came out as 4 defects).
 FRAGMENT_GAP_MM = 20.0

@@ -1,4 +1,4 @@
-"""Models: classifiers (timm backbones), segmenters (smp Unet/FPN), detectors (Faster R-CNN + FPN), layers
+"""Models: classifiers (timm backbones), segmenters (smp Unet/FPN), detectors (Faster R-CNN + FPN, FCOS), layers
 (DCNv2, SPP, CoordConv), classical SDD baselines. Reached through the registry."""
 
 from steelscan.models._registry import (  # noqa: F401
@@ -12,4 +12,5 @@ from steelscan.models._registry import (  # noqa: F401
 )
 from steelscan.models import classifier  # noqa: F401  (registers the classifiers)
 from steelscan.models import detector  # noqa: F401  (registers the detectors)
+from steelscan.models import fcos  # noqa: F401  (registers the one-stage detectors)
 from steelscan.models import segmenter  # noqa: F401  (registers the segmenters)

@@ -72,12 +72,11 @@ def _load_lite0(body: nn.Module, in_chans: int) -> None:
 
 
 def _freeze_leading(body: nn.Module, stages: int) -> None:
-    """Freeze the stem and the layers that produce the first `stages` feature levels (0 = train everything)."""
-    modules = body.feature_info.module_name()
-    if stages >= len(modules):
-        boundary = None
-    else:
-        boundary = modules[stages] + "."
+    """Freeze the stem and the stages up to stride 2 ** (stages + 1) (0 = train everything; 1 = up to stride 4),
+    whichever levels the body outputs."""
+    info = body.feature_info
+    modules = info.get("module", list(range(len(info.info))))  # every level, stride 2 first
+    boundary = None if stages + 1 >= len(modules) else modules[stages + 1] + "."
     for name, p in body.named_parameters():
         if boundary is not None and name.startswith(boundary):
             break
@@ -85,21 +84,23 @@ def _freeze_leading(body: nn.Module, stages: int) -> None:
 
 
 class TimmFPN(nn.Module):
-    """timm `features_only` body (strides 4..32) [+ SPP on its top map] + torchvision FPN (+ a stride-64 max-pool).
+    """timm `features_only` body (strides 4..32 by default) [+ SPP on its top map] + torchvision FPN (+ a max-pool
+    level at twice the top stride).
 
-    [N, C, H, W] -> OrderedDict '0', '1', '2', '3', 'pool' of [N, out_channels, H/s, W/s]. `out_channels` is
-    read by torchvision's FasterRCNN.
+    [N, C, H, W] -> OrderedDict '0', '1', ..., 'pool' of [N, out_channels, H/s, W/s]. `out_channels` is read by
+    torchvision's detectors. `out_indices`: the body's levels (1 = stride 4 ... 4 = stride 32).
     """
 
     def __init__(self, backbone: str, in_chans: int = 1, out_channels: int = 128, pretrained: bool = False,
-                 dcn: bool = False, spp: bool = False, frozen_stages: int = 0, freeze_bn: bool = False):
+                 dcn: bool = False, spp: bool = False, frozen_stages: int = 0, freeze_bn: bool = False,
+                 out_indices: tuple[int, ...] = (1, 2, 3, 4)):
         super().__init__()
         timm_name, has_weights = BACKBONES[backbone]
         if pretrained and not has_weights:
             offline = [b for b in DETECTOR_BACKBONES if BACKBONES[b][1]]
             raise SteelscanError(f"no offline ImageNet weights for {backbone}; pretrained works for "
                                  f"{', '.join(offline)} (else model.pretrained: false)")
-        body = timm.create_model(timm_name, features_only=True, out_indices=(1, 2, 3, 4), in_chans=in_chans,
+        body = timm.create_model(timm_name, features_only=True, out_indices=out_indices, in_chans=in_chans,
                                  pretrained=False)
         if pretrained:
             _load_lite0(body, in_chans)

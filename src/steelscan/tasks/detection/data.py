@@ -21,6 +21,8 @@ from steelscan.data.classes import DETECTION_LABEL_OFFSET as LABEL_OFFSET
 from steelscan.data.formats.base import Item
 from steelscan.tasks.classification.data import list_clean_images
 
+MOSAIC_KEEP = 0.3  # a mosaic window keeps a cut box when this share of its area is inside
+
 
 @dataclass
 class DetSample:
@@ -97,10 +99,15 @@ class DetectionSet(Dataset):
     """
 
     def __init__(self, samples: list[DetSample], train: bool = False, hflip: bool = False, vflip: bool = False,
-                 brightness_contrast: float = 0.0, blackout_p: float = 0.0, max_blackout_cover: float = 0.5):
+                 brightness_contrast: float = 0.0, blackout_p: float = 0.0, max_blackout_cover: float = 0.5,
+                 mosaic: float = 0.0):
         self.samples = samples
         self.train, self.hflip, self.vflip = train, hflip, vflip
         self.bc, self.blackout_p, self.max_cover = brightness_contrast, blackout_p, max_blackout_cover
+        self.mosaic = mosaic
+        self.same_shape: dict[tuple, list[int]] = {}  # mosaic partners: images of one shape
+        for i, smp in enumerate(samples):
+            self.same_shape.setdefault(smp.image.shape, []).append(i)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -109,6 +116,8 @@ class DetectionSet(Dataset):
         s = self.samples[i]
         image, boxes, labels = s.image, s.boxes, s.labels
         if self.train:
+            if self.mosaic > 0 and float(torch.rand(())) < self.mosaic:
+                image, boxes, labels = self._mosaic(i)
             image, boxes, labels = self._augment(image, boxes, labels)
         x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
@@ -116,6 +125,36 @@ class DetectionSet(Dataset):
                   "labels": torch.from_numpy(np.ascontiguousarray(labels, np.int64)) + LABEL_OFFSET,
                   "image_id": torch.tensor(i)}
         return x, target
+
+    def _mosaic(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sample i and three random images of its shape, each randomly flipped, on a 2x2 canvas; a random window
+        of 1-1.5 image sides is cut from it (the model resizes it back: scale jitter). A box keeps its clipped
+        part when at least MOSAIC_KEEP of its area and 2 px each way are left."""
+        rand = lambda: float(torch.rand(()))  # noqa: E731
+        first = self.samples[i]
+        h, w = first.image.shape[:2]
+        group = self.same_shape[first.image.shape]
+        picks = [i] + [group[int(torch.randint(len(group), ()))] for _ in range(3)]
+        canvas = np.empty((2 * h, 2 * w, *first.image.shape[2:]), np.uint8)
+        boxes, labels = [], []
+        for k, j in enumerate(picks):
+            s = self.samples[j]
+            hf, vf = self.hflip and rand() < 0.5, self.vflip and rand() < 0.5
+            img = s.image[:, ::-1] if hf else s.image
+            img = img[::-1] if vf else img
+            oy, ox = (k // 2) * h, (k % 2) * w
+            canvas[oy:oy + h, ox:ox + w] = img
+            boxes.append(flip_boxes(s.boxes, w, h, hf, vf) + np.float32([ox, oy, ox, oy]))
+            labels.append(s.labels)
+        scale = 1.0 + 0.5 * rand()
+        ch, cw = min(2 * h, round(h * scale)), min(2 * w, round(w * scale))
+        y0, x0 = int(torch.randint(2 * h - ch + 1, ())), int(torch.randint(2 * w - cw + 1, ()))
+        b = np.concatenate(boxes).astype(np.float32).reshape(-1, 4)
+        clipped = np.clip(b - np.float32([x0, y0, x0, y0]), 0, np.float32([cw, ch, cw, ch]))
+        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+        keep = (area(clipped) >= MOSAIC_KEEP * area(b)) & (clipped[:, 2] - clipped[:, 0] >= 2) \
+            & (clipped[:, 3] - clipped[:, 1] >= 2)
+        return canvas[y0:y0 + ch, x0:x0 + cw], clipped[keep], np.concatenate(labels)[keep]
 
     def _augment(self, image, boxes, labels):
         rand = lambda: float(torch.rand(()))  # noqa: E731

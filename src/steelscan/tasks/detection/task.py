@@ -1,6 +1,6 @@
 """The detection task: boxes of defect classes (NEU-DET, a plant's YOLO / COCO / VOC sets).
 
-Faster R-CNN + FPN (`steelscan.models.detector`); model label = class index + LABEL_OFFSET (torchvision
+Faster R-CNN + FPN (`steelscan.models.detector`) or FCOS (`steelscan.models.fcos`); model label = class index + LABEL_OFFSET (torchvision
 reserves 0 for the background). The detector resizes inside the model: `detector.min_size` / `max_size`
 null keep the data's own scale (the median short side, the largest long side). Images with no box are
 defect-free training images. The checkpoint is chosen by validation mAP@0.5.
@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from steelscan.config import RunConfig
-from steelscan.core.errors import DataError
+from steelscan.core.errors import ConfigError, DataError
 from steelscan.core.images import image_size, read_image
 from steelscan.core.meta import ModelMeta
 from steelscan.data.formats.base import Item, LabelledData
@@ -28,6 +28,7 @@ from steelscan.tasks.detection.plots import plot_detection_history, plot_pr_curv
 from steelscan.tasks.detection.evaluate import detection_summary, evaluate_detection_model
 from steelscan.models import model_defaults
 from steelscan.models.detector import LABEL_OFFSET
+from steelscan.models.fcos import PREFIX as FCOS_PREFIX
 from steelscan.tasks.base import Job, class_index, register_task, require_images
 from steelscan.data.splits import checksum_side
 from steelscan.tasks.classification.task import RECIPES, data_channels
@@ -42,17 +43,24 @@ def detection_model_kwargs(cfg: RunConfig, n_classes: int, in_chans: int, sizes:
     min_size = d.min_size if d.min_size is not None else max(32, sizes[0])
     min_size = min_size if isinstance(min_size, int) else list(min_size)
     max_size = d.max_size if d.max_size is not None else max(sizes[1], *np.atleast_1d(min_size))
-    return {
+    common = {
         "num_classes": n_classes + LABEL_OFFSET, "in_chans": in_chans,
-        "pretrained": cfg.model.pretrained, "dcn": cfg.model.dcn, "spp": d.spp, "coordconv": d.coordconv,
-        "min_size": min_size, "max_size": int(max_size),
-        "fpn_channels": d.fpn_channels, "representation_size": d.representation_size,
+        "pretrained": cfg.model.pretrained, "dcn": cfg.model.dcn, "spp": d.spp,
+        "min_size": min_size, "max_size": int(max_size), "fpn_channels": d.fpn_channels,
+        "box_detections_per_img": d.box_detections_per_img, "box_score_thresh": d.box_score_thresh,
+        "frozen_stages": d.frozen_stages, "freeze_bn": d.freeze_bn,
+    }
+    if cfg.model.name.startswith(FCOS_PREFIX):
+        if d.coordconv:
+            raise ConfigError(f"detector.coordconv applies to Faster R-CNN heads (frcnn_*), not to {cfg.model.name}")
+        return {**common, "head_convs": d.head_convs, "center_sampling_radius": d.center_sampling_radius,
+                "topk_candidates": d.topk_candidates}
+    return {
+        **common, "coordconv": d.coordconv, "representation_size": d.representation_size,
         "anchor_sizes": list(d.anchor_sizes), "aspect_ratios": list(d.aspect_ratios),
         "rpn_pre_nms_top_n_train": d.rpn_pre_nms_top_n_train, "rpn_post_nms_top_n_train": d.rpn_post_nms_top_n_train,
         "rpn_pre_nms_top_n_test": d.rpn_pre_nms_top_n_test, "rpn_post_nms_top_n_test": d.rpn_post_nms_top_n_test,
         "rpn_batch_size_per_image": d.rpn_batch_size_per_image, "box_batch_size_per_image": d.box_batch_size_per_image,
-        "box_detections_per_img": d.box_detections_per_img, "box_score_thresh": d.box_score_thresh,
-        "frozen_stages": d.frozen_stages, "freeze_bn": d.freeze_bn,
     }
 
 
@@ -90,7 +98,8 @@ class DetectionTask:
             split.record["clean_images"] = sides  # split.json lists them, as the binary gate's does
         a = cfg.augment
         train = DetectionSet(train_samples, train=True, hflip=a.hflip, vflip=a.vflip,
-                             brightness_contrast=a.brightness_contrast, blackout_p=a.defect_blackout)
+                             brightness_contrast=a.brightness_contrast, blackout_p=a.defect_blackout,
+                             mosaic=a.mosaic)
         sides = data_sides(train_items or split.train)  # data.empty_annotations: skip may leave only clean images
         kwargs = detection_model_kwargs(cfg, len(names), in_chans, sides)
         defaults = model_defaults(cfg.model.name)
