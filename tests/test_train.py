@@ -165,3 +165,32 @@ def test_imbalance_experiment_compares_variants(tmp_path, synth_neu, capsys):
     exp.write_text(exp.read_text() + "  broken: ['loss.nam=ce']\n")
     assert main(["experiment", "imbalance", str(exp), "--out", str(tmp_path / "out2")]) == 2
     assert "did you mean 'loss.name'" in capsys.readouterr().err and not (tmp_path / "out2").exists()
+
+
+@pytest.mark.slow
+def test_ablation_table_prints_views_and_the_paper_and_continues(tmp_path, synth_neu, capsys):
+    cls, _ = synth_neu
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        f"base:\n  model: {{name: mobilenetv3_small}}\n  data: {{root: {cls}, image_size: 48}}\n"
+        f"  train: {{epochs: 1, batch_size: 8, max_steps: 2}}\n"
+        f"variants:\n  plain: []\n  dcn: ['model.dcn=true']\n"
+        f"reference: {{plain: 97.5}}\nreference_source: a paper\n")
+    out = tmp_path / "out"
+    assert main(["experiment", "ablation", str(exp), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["task"] == "classification" and [r["variant"] for r in res["rows"]] == ["plain", "dcn"]
+    views = res["rows"][0]["accuracy_by_view"]
+    assert set(views) == {"original", "hflip", "vflip", "tta"} and all(0 <= v <= 1 for v in views.values())
+    printed = capsys.readouterr().out
+    assert "TTA" in printed and "97.50" in printed and "paper" in printed
+    # The same command again reads finished variants back; a variant cut short resumes from its last.pt.
+    dcn_run = Path(res["rows"][1]["run"])
+    (dcn_run / "metrics.json").unlink()
+    assert main(["experiment", "ablation", str(exp), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "plain: done before" in printed and "dcn: resuming" in printed
+    assert sorted(p.name for p in (out / "runs").iterdir()) == sorted([Path(r["run"]).name for r in res["rows"]])
+    exp.write_text(exp.read_text().replace("reference: {plain: 97.5}", "reference: {other: 1.0}"))
+    assert main(["experiment", "ablation", str(exp), "--out", str(out)]) == 2
+    assert "reference names variants it lacks" in capsys.readouterr().err

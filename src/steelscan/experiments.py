@@ -26,6 +26,15 @@ class ExperimentFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     base: dict[str, Any]
     variants: dict[str, list[str]]
+    # Published numbers to print beside ours (variant -> value of the table's headline metric), and their source.
+    reference: dict[str, float] = {}
+    reference_source: str = ""
+
+
+def load_reference(path: str | Path) -> tuple[dict[str, float], str]:
+    """(variant -> published value, source) of an experiment file; its variants were checked by load_experiment."""
+    exp = ExperimentFile.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+    return exp.reference, exp.reference_source
 
 
 def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[dict[str, RunConfig], Path]:
@@ -38,31 +47,63 @@ def load_experiment(path: str | Path, overrides: list[str] = ()) -> tuple[dict[s
         raise SteelscanError(f"invalid experiment file {path}: expected keys base and variants ({str(exc).splitlines()[0]})") from None
     if not exp.variants:
         raise SteelscanError(f"experiment file {path} lists no variants")
+    if set(exp.reference) - set(exp.variants):
+        raise SteelscanError(f"experiment file {path}: reference names variants it lacks: "
+                             f"{sorted(set(exp.reference) - set(exp.variants))}; expected some of {list(exp.variants)}")
     source = f"{path} (base + variant)"
     return {name: config_from_dict(exp.base, [*overrides, *sets], source) for name, sets in exp.variants.items()}, path
 
 
 def run_experiment(path: str | Path, out: str | Path, overrides: list[str] = (), log=print) -> dict:
-    """Train every variant, then tabulate per-class recall, accuracy and macro-F1 from their metrics."""
-    from steelscan.engine.fit import fit
+    """Train every variant, then tabulate its scores: per-class recall, accuracy and macro-F1 (classification),
+    per-class AP@0.5 and mAP (detection).
+
+    Re-running the same command continues: a variant with a finished run folder in OUT/runs is read as it is,
+    one with only a last.pt (killed, or out of session time) resumes from it, the rest train. So a long table
+    (e.g. Wang 2021's, a budget per variant) can run in the background across sessions."""
+    from steelscan.engine.fit import fit, resume_config
 
     configs, path = load_experiment(path, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, cfg in configs.items():
-        log(f"variant {name}: training")
         cfg = cfg.model_copy(update={"out_dir": str(out / "runs"), "name": name.replace(" ", "_")})
-        run = fit(cfg)
-        m = json.loads((run / "metrics.json").read_text())
-        rows.append({"variant": name, "run": str(run), "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                     "recall": {c: v["recall"] for c, v in m["per_class"].items()},
-                     "train_minutes": m["train_minutes"], "config": dump_config(cfg)})
-    result = {"experiment": str(path), "limit_per_class": dict(next(iter(configs.values())).data.limit_per_class),
+        run = _latest_run(out / "runs", cfg.name)
+        if run is not None and (run / "metrics.json").is_file():
+            log(f"variant {name}: done before ({run})")
+        elif run is not None and (run / "last.pt").is_file():
+            log(f"variant {name}: resuming {run}")
+            run = fit(resume_config(run))
+        else:
+            log(f"variant {name}: training")
+            run = fit(cfg)
+        rows.append(_row(name, run, cfg))
+    first = next(iter(configs.values()))
+    task = "detection" if "map50" in rows[0] else "classification"  # a config may leave the task to the data
+    result = {"experiment": str(path), "task": task, "limit_per_class": dict(first.data.limit_per_class),
               "rows": rows}
     (out / "results.json").write_text(json.dumps(result, indent=2))
-    plot_recall(rows, out / "recall.png", title=f"{path.stem}: per-class recall on the validation split")
+    if task == "classification":
+        plot_recall(rows, out / "recall.png", title=f"{path.stem}: per-class recall on the validation split")
     return result
+
+
+def _latest_run(runs: Path, name: str) -> Path | None:
+    found = sorted(runs.glob(f"{name}-*")) if runs.is_dir() else []  # new_run_dir names end in a timestamp
+    return found[-1] if found else None
+
+
+def _row(name: str, run: Path, cfg: RunConfig) -> dict:
+    m = json.loads((run / "metrics.json").read_text())
+    row = {"variant": name, "run": str(run), "train_minutes": m["train_minutes"],
+           "training_minutes_excluding_eval": m.get("training_minutes_excluding_eval"),
+           "epochs_run": m.get("epochs_run"), "config": dump_config(cfg)}
+    if "map50" in m:  # detection
+        return {**row, "map50": m["map50"], "ap50": m["per_class_ap50"]}
+    return {**row, "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+            "accuracy_by_view": m.get("accuracy_by_view"),
+            "recall": {c: v["recall"] for c, v in m["per_class"].items()}}
 
 
 def plot_recall(rows: list[dict], out: Path, title: str) -> None:

@@ -1,5 +1,6 @@
-"""`steelscan experiment imbalance EXPERIMENT.yaml` (imbalance remedies) and `steelscan experiment losses CONFIG`
-(the seed's Severstal loss study)."""
+"""`steelscan experiment imbalance EXPERIMENT.yaml` (imbalance remedies), `steelscan experiment ablation
+EXPERIMENT.yaml` (an ablation table beside a paper's, resumable) and `steelscan experiment losses CONFIG` (the
+seed's Severstal loss study)."""
 
 from __future__ import annotations
 
@@ -41,6 +42,50 @@ def recall_table(res: dict, title: str) -> Table:
     for r in res["rows"]:
         table.add_row(r["variant"], *[f"{100 * r['recall'][c]:.1f}" for c in classes], f"{100 * r['accuracy']:.2f}",
                       f"{r['macro_f1']:.4f}", f"{r['train_minutes']:.1f}")
+    return table
+
+
+@experiment_app.command("ablation")
+def ablation(
+    experiment: Path = typer.Argument(..., help="Experiment YAML (base + variants [+ reference]), e.g. "
+                                                "configs/wang2021_table6.yaml"),
+    out: Path = typer.Option(None, "--out", help="Folder for the runs and results.json (default runs/<file name>)"),
+    set_: list[str] = typer.Option([], "--set", help="Override the base config of every variant (repeatable)"),
+) -> None:
+    """An ablation table: every variant on the same data and budget, beside the published numbers. Run it
+    again to continue: finished variants are read back, an interrupted one resumes from its last.pt."""
+    from steelscan.experiments import load_reference, run_experiment
+
+    setup_logging()
+    con = Console()
+    out = out or Path("runs") / experiment.stem
+    res = run_experiment(experiment, out, set_, log=lambda s: con.print(f"[bold]{s}[/]"))
+    reference, source = load_reference(experiment)
+    con.print(ablation_table(res, reference, source))
+    con.print(f"results: {out / 'results.json'}")
+
+
+def ablation_table(res: dict, reference: dict[str, float], source: str) -> Table:
+    """Detection: AP@0.5 per class and mAP; classification: accuracy per test view (original, flips, TTA)."""
+    rows = res["rows"]
+    ref = ["paper"] if reference else []
+    if res["task"] == "detection":
+        classes = list(rows[0]["ap50"])
+        table = Table("variant", *classes, "mAP@0.5", *ref, "train min", title=f"{res['experiment']}: validation AP@0.5"
+                      + (f"; paper: {source}" if source else ""))
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        for r in rows:
+            table.add_row(r["variant"], *[fmt(r["ap50"][c]) for c in classes], f"[bold]{fmt(r['map50'])}[/]",
+                          *([fmt(reference.get(r["variant"]))] if ref else []), f"{r['train_minutes']:.1f}")
+        return table
+    views = ("original", "hflip", "vflip", "tta")
+    table = Table("variant", "original", "hflip", "vflip", "TTA", "macro-F1", *ref, "train min",
+                  title=f"{res['experiment']}: validation accuracy (%)" + (f"; paper: {source}" if source else ""))
+    for r in rows:
+        by_view = r.get("accuracy_by_view") or {}
+        table.add_row(r["variant"], *[f"{100 * by_view[v]:.2f}" if v in by_view else "-" for v in views],
+                      f"{r['macro_f1']:.4f}", *([f"{reference[r['variant']]:.2f}" if r["variant"] in reference else "-"]
+                                                 if ref else []), f"{r['train_minutes']:.1f}")
     return table
 
 

@@ -15,12 +15,20 @@ from torch.utils.data import DataLoader
 from steelscan.metrics import classification_metrics
 
 
+VIEWS = ("original", "hflip", "vflip", "tta")  # Table 5 of Wang 2021: each flip alone, then their mean
+
+
 @torch.inference_mode()
-def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Logits; with TTA, the mean of the logits for none, hflip and vflip."""
-    if not tta:
-        return model(x)
-    return (model(x) + model(x.flip(-1)) + model(x.flip(-2))) / 3.0
+def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False, view: str = "original") -> torch.Tensor:
+    """Logits; with TTA (or view "tta") the mean of the logits for none, hflip and vflip; view "hflip" /
+    "vflip": of the flipped image alone."""
+    if tta or view == "tta":
+        return (model(x) + model(x.flip(-1)) + model(x.flip(-2))) / 3.0
+    if view == "hflip":
+        return model(x.flip(-1))
+    if view == "vflip":
+        return model(x.flip(-2))
+    return model(x)
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -30,15 +38,16 @@ def probabilities(logits: torch.Tensor) -> torch.Tensor:
 @torch.inference_mode()
 def evaluate(
     model: nn.Module, loader: DataLoader, device: str | torch.device = "cpu", tta: bool = False,
-    loss_fn: nn.Module | None = None, class_names: Sequence[str] | None = None,
+    loss_fn: nn.Module | None = None, class_names: Sequence[str] | None = None, view: str = "original",
 ) -> dict[str, Any]:
-    """Run `model` over `loader` of (x, y); return classification metrics, mean loss and timing."""
+    """Run `model` over `loader` of (x, y); return classification metrics, mean loss and timing. `view`: see
+    `predict_logits`."""
     model.eval()
     ys, preds, probs, total, n = [], [], [], 0.0, 0
     t0 = time.perf_counter()
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = predict_logits(model, x, tta)
+        logits = predict_logits(model, x, tta, view)
         if loss_fn is not None:
             total += float(loss_fn(logits.float(), y)) * len(y)
         p = probabilities(logits)

@@ -27,7 +27,7 @@ from steelscan.deploy.predictors import ClassifierPredictor
 from steelscan.data.formats.base import Item, LabelledData
 from steelscan.data.splits import SplitResult, checksum_side
 from steelscan.engine.loop import supervised_step
-from steelscan.tasks.classification.evaluate import evaluate
+from steelscan.tasks.classification.evaluate import VIEWS, evaluate
 from steelscan.losses import create_loss
 from steelscan.metrics import classification_metrics
 from steelscan.models import model_defaults
@@ -114,12 +114,13 @@ class ClassificationTask:
             return out
 
         def finish(model: nn.Module, final: dict, run_dir: Path, history: list[dict]) -> dict[str, Any]:
+            views = {v: evaluate(model, val_loader, device, view=v, class_names=names)["accuracy"] for v in VIEWS}
             plot_curves(history, run_dir / "curves.png")
             plot_confusion(final["confusion_matrix"], names, run_dir / "confusion.png",
                            title=f"{cfg.name}: val accuracy {100 * final['accuracy']:.2f}%")
             return {"task": "classification", **{k: final[k] for k in ("accuracy", "macro_f1", "per_class")},
                     "n_images": final["n"], "tta": cfg.train.tta, "confusion_matrix": final["confusion_matrix"],
-                    "class_names": names}
+                    "class_names": names, "accuracy_by_view": views}
 
         sampler = balanced_sampler(train.labels, cfg.seed) if cfg.imbalance.sampler == "balanced" else None
         counts = Counter(train.labels)
