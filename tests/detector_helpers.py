@@ -10,7 +10,11 @@ SMALL = {"min_size": 64, "max_size": 64, "fpn_channels": 32, "representation_siz
 CLASSES = ("scratch", "pits")
 
 
-def tiny_detector(folder: Path, name: str = "det.pt") -> Path:
+FCOS_SMALL = {"min_size": 64, "max_size": 64, "fpn_channels": 32, "head_convs": 1, "box_detections_per_img": 6}
+
+
+def tiny_detector(folder: Path, name: str = "det.pt", family: str = "frcnn") -> Path:
+    """`family`: frcnn (Faster R-CNN) or fcos (one-stage)."""
     import torch
 
     from steelscan.core.meta import ModelMeta
@@ -18,9 +22,11 @@ def tiny_detector(folder: Path, name: str = "det.pt") -> Path:
     from steelscan.models import create_model
 
     torch.manual_seed(0)
-    kwargs = {**SMALL, "num_classes": len(CLASSES) + 1, "in_chans": 1, "pretrained": False}
-    model = create_model("frcnn_mobilenetv3_large", **kwargs).eval()
-    meta = ModelMeta(task="detection", model="frcnn_mobilenetv3_large", model_kwargs=kwargs, class_names=CLASSES,
+    model_name = f"{family}_mobilenetv3_large"
+    kwargs = {**(SMALL if family == "frcnn" else FCOS_SMALL), "num_classes": len(CLASSES) + 1, "in_chans": 1,
+              "pretrained": False}
+    model = create_model(model_name, **kwargs).eval()
+    meta = ModelMeta(task="detection", model=model_name, model_kwargs=kwargs, class_names=CLASSES,
                      input_size=(64, 64), label_offset=1, score_threshold=0.0)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / name, model, meta)

@@ -54,6 +54,15 @@ def test_inspect_runs_a_detector_and_names_defects_with_a_classifier(assets, tmp
                                   and 0 < d["classifier_confidence"] <= 1 for d in doc["defects"])
 
 
+def test_inspect_runs_a_one_stage_detector_through_its_onnx_artifact(assets, tmp_path):
+    fcos = tiny_detector(tmp_path, "fcos.pt", family="fcos")
+    out = tmp_path / "out"
+    assert main(["inspect", str(assets["coil"]), "--out", str(out), "--model", str(fcos)]) == 0
+    doc = json.loads((out / "defects.json").read_text())
+    assert doc["defects"] and all(d["class"] in CLASSES for d in doc["defects"])
+    assert list(out.glob("*.onnx")), "the detector ran from the ONNX artifact it exported"
+
+
 def test_rules_naming_a_class_the_model_lacks_are_refused(assets, tmp_path, capsys):
     from steelscan.grading import GENERIC_RULES
 
