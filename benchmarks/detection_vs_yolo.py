@@ -121,6 +121,24 @@ def ms_per_image(model, images, batch: int) -> float:
     return 1000.0 * (time.perf_counter() - t0) / max(len(images), 1)
 
 
+def onnx_ms_per_image(model, meta, images: list, run_dir: Path, batch: int) -> float | None:
+    """ms/image through the exported ONNX artifact (ONNX Runtime, one image per call, as the station runs it);
+    None for models that do not export (DCN)."""
+    from steelscan.core.errors import ModelFileError
+    from steelscan.deploy.export import export_detector
+    from steelscan.deploy.predictors.factory import load_predictor
+
+    try:
+        path = export_detector(model, meta, run_dir / "model.onnx")
+    except ModelFileError:
+        return None
+    predictor = load_predictor(path, batch_size=batch)
+    predictor.predict(images[:batch])  # warm-up
+    t0 = time.perf_counter()
+    predictor.predict(images)
+    return 1000.0 * (time.perf_counter() - t0) / len(images)
+
+
 def run_ours(args, split, timing: list[int]) -> dict:
     overrides = [f"data.root={args.data}", f"train.time_budget_minutes={args.budget_minutes}",
                  f"train.threads={args.threads}", "train.epochs=1000", f"out_dir={args.out}",
@@ -135,7 +153,8 @@ def run_ours(args, split, timing: list[int]) -> dict:
     preds = detect_images(model, images, args.batch)
     ms_batched = 1000.0 * (time.perf_counter() - t0) / len(images)
     d = cfg.detector
-    return {"preds": preds, "ms_per_image_batched": ms_batched,
+    ms_onnx = onnx_ms_per_image(model, meta, images, run_dir, args.batch)
+    return {"preds": preds, "ms_per_image_batched": ms_batched, "ms_per_image_onnx": ms_onnx,
             "threads_seen": {"train": metrics["threads"], "predict": torch.get_num_threads()},
             "ms_per_image_batch1": ms_per_image(model, [images[i] for i in timing], 1),
             "train_minutes": metrics["training_minutes_excluding_eval"], "epochs": len(metrics["history"]),
@@ -209,6 +228,7 @@ def print_table(res: dict, console: Console) -> None:
     t.add_row("mAP50 by ultralytics' val (ref.)", *[fmt(v.get("ultralytics_val", {}).get("map50")) for _, v in sides])
     t.add_row("ms/image, batch 1", *[fmt(v["ms_per_image_batch1"], 1) for _, v in sides])
     t.add_row(f"ms/image, batch {res['batch']}", *[fmt(v["ms_per_image_batched"], 1) for _, v in sides])
+    t.add_row("ms/image, ONNX Runtime", *[fmt(v.get("ms_per_image_onnx"), 1) for _, v in sides])
     t.add_row("training minutes", *[fmt(v["train_minutes"], 1) for _, v in sides])
     t.add_row("epochs (last one partial)", *[str(v["epochs"]) for _, v in sides])
     t.add_row("torch threads seen", *[",".join(map(str, sorted(set(v["threads_seen"].values())))) for _, v in sides])

@@ -13,7 +13,7 @@ CLASSES = ("scratch", "pits")
 FCOS_SMALL = {"min_size": 64, "max_size": 64, "fpn_channels": 32, "head_convs": 1, "box_detections_per_img": 6}
 
 
-def tiny_detector(folder: Path, name: str = "det.pt", family: str = "frcnn") -> Path:
+def tiny_detector(folder: Path, name: str = "det.pt", family: str = "frcnn", classes: tuple = CLASSES) -> Path:
     """`family`: frcnn (Faster R-CNN) or fcos (one-stage)."""
     import torch
 
@@ -23,10 +23,10 @@ def tiny_detector(folder: Path, name: str = "det.pt", family: str = "frcnn") -> 
 
     torch.manual_seed(0)
     model_name = f"{family}_mobilenetv3_large"
-    kwargs = {**(SMALL if family == "frcnn" else FCOS_SMALL), "num_classes": len(CLASSES) + 1, "in_chans": 1,
+    kwargs = {**(SMALL if family == "frcnn" else FCOS_SMALL), "num_classes": len(classes) + 1, "in_chans": 1,
               "pretrained": False}
     model = create_model(model_name, **kwargs).eval()
-    meta = ModelMeta(task="detection", model=model_name, model_kwargs=kwargs, class_names=CLASSES,
+    meta = ModelMeta(task="detection", model=model_name, model_kwargs=kwargs, class_names=tuple(classes),
                      input_size=(64, 64), label_offset=1, score_threshold=0.0)
     folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(folder / name, model, meta)

@@ -54,3 +54,18 @@ def test_detector_throughput_benchmark_smoke(tmp_path):
                                                "station, ONNX Runtime"]
     for r in doc["rows"]:
         assert r["frames_per_s"] > 0 and 0 <= r["recall"] <= 1 and 0 <= r["precision"] <= 1
+
+
+def test_detector_speed_measures_both_back_ends_and_their_map(det_synth, tmp_path):
+    from steelscan.data.classes import NEU_CLASSES
+    from tests.detector_helpers import tiny_detector
+
+    det, _ = det_synth
+    model = tiny_detector(tmp_path, family="fcos", classes=NEU_CLASSES)
+    res = load_benchmark("detector_speed").main(["--model", str(model),
+                                                 "--data", str(det), "--threads", "1", "--json", str(tmp_path / "s.json")])
+    (row,) = res["rows"]
+    assert row["architecture"] == "fcos_mobilenetv3_large" and res["n_images"] == 3
+    for side in ("eager PyTorch", "ONNX Runtime"):
+        assert row[side]["ms_per_image"] > 0 and 0 <= row[side]["map50"] <= 1
+    assert abs(row["eager PyTorch"]["map50"] - row["ONNX Runtime"]["map50"]) < 1e-3

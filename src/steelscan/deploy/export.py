@@ -121,7 +121,7 @@ def export_detector(model: nn.Module, meta: ModelMeta | dict, path: str | Path, 
     x = torch.rand(meta.in_chans, h, w, generator=torch.Generator().manual_seed(0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracing warnings of torchvision's detection code
-        torch.onnx.export(_DetectorGraph(model.eval()), (x,), str(path), input_names=["image"], output_names=DETECTOR_OUTPUTS,
+        torch.onnx.export(_DetectorGraph(model).eval(), (x,), str(path), input_names=["image"], output_names=DETECTOR_OUTPUTS,
                           dynamic_axes={"image": {1: "height", 2: "width"}, **{n: {0: "detections"} for n in DETECTOR_OUTPUTS}},
                           opset_version=opset, dynamo=False)
     attach_meta(path, meta.model_copy(update={"artifact": ArtifactInfo()}))
