@@ -136,12 +136,14 @@ def test_real_neu_det_val_split_matches_the_model_card(tmp_path):
 @pytest.mark.slow
 def test_baseline_detector_on_the_single_images(tiny_neu, tmp_path):
     """The built-in neu-det detector on each source image alone: its boxes inside that image's slot."""
+    from steelscan.engine.runs import load_meta
     from steelscan.evaluation.coil import detector_on_sources, score_coil, truth_sources
 
     write_neu_coil(tiny_neu, tmp_path / "c")
     truth = json.loads((tmp_path / "c" / "defects_truth.json").read_text())
     doc = detector_on_sources(truth_sources(truth, tmp_path / "c"), "neu-det")
-    assert doc["score_threshold"] == pytest.approx(0.3) and doc["class_names"] == truth["class_names"]
+    assert doc["score_threshold"] == pytest.approx(load_meta("neu-det").score_threshold)
+    assert doc["class_names"] == truth["class_names"]
     for d in doc["defects"]:
         s = truth["sources"][d["source"]]
         x1, y1, x2, y2 = d["coil_bbox_px"]

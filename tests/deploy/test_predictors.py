@@ -250,7 +250,7 @@ def test_shipped_models_load_with_their_class_names():
     assert cls.predict(_images(rng, [(200, 200)])).shape == (1, 6)
     det = load_predictor("neu-det")
     assert isinstance(det, DetectorPredictor) and det.class_names == neu and det.meta.label_offset == 1
-    assert det.score_threshold == 0.3
+    assert det.score_threshold == det.meta.score_threshold == 0.4  # the FCOS neu-det shows boxes from 0.4 (its card)
     d = det.predict(_images(rng, [(200, 200)]))[0]
     assert set(d["labels"].tolist()) <= set(range(6))
     seg = load_predictor("severstal")
