@@ -125,6 +125,16 @@ class TimmFPN(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(feats)))
 
 
+def resize_sizes(min_size: int | Sequence[int], max_size: int, smallest: int) -> tuple[int, ...]:
+    """The short sides torchvision's resize picks from (the last one at test time), checked against the
+    model's smallest input and `max_size`."""
+    sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
+    if not sizes or min(sizes) < smallest or max_size < max(sizes):
+        raise SteelscanError(f"detector sizes: expected {smallest} <= min_size <= max_size, got min_size "
+                             f"{min_size}, max_size {max_size}")
+    return sizes
+
+
 def build_detector(
     backbone: str, num_classes: int = NUM_CLASSES, in_chans: int = 1, pretrained: bool = False, dcn: bool = False,
     spp: bool = False, coordconv: bool = False, min_size: int | Sequence[int] = 200, max_size: int = 256,
@@ -144,10 +154,7 @@ def build_detector(
     """
     if backbone not in DETECTOR_BACKBONES:
         raise SteelscanError(f"unknown detector backbone {backbone!r}; expected one of {', '.join(DETECTOR_BACKBONES)}")
-    sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
-    if not sizes or min(sizes) < 32 or max_size < max(sizes):
-        raise SteelscanError(f"detector sizes: expected 32 <= min_size <= max_size, got min_size {min_size}, "
-                             f"max_size {max_size}")
+    sizes = resize_sizes(min_size, max_size, 32)
     if len(anchor_sizes) != FPN_LEVELS:
         raise SteelscanError(f"anchor_sizes: expected one size per FPN level ({FPN_LEVELS}), got {list(anchor_sizes)}")
     mean, std = NORMALISE[backbone]

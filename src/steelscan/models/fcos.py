@@ -26,12 +26,13 @@ from torchvision.models.detection.fcos import FCOSHead
 from steelscan.core.errors import SteelscanError
 from steelscan.models._registry import ModelDefaults, register_model
 from steelscan.models.classifier import BACKBONES, NORMALISE
-from steelscan.models.detector import NUM_CLASSES, TimmFPN
+from steelscan.models.detector import NUM_CLASSES, TimmFPN, resize_sizes
 
 FCOS_BACKBONES = ("efficientnet_lite0", "mobilenetv3_large", "resnet18")
 PREFIX = "fcos_"
 OUT_INDICES = (2, 3, 4)  # strides 8, 16, 32; the FPN adds a max-pool level at 64
 STRIDES = (8, 16, 32, 64)
+MIN_INPUT = 64  # the smallest short side after resizing: the stride-64 level needs one cell
 GROUPS = 16  # GroupNorm groups of the head (torchvision's default 32 needs >= 32 channels)
 
 
@@ -45,10 +46,7 @@ def build_fcos(
     """An FCOS on a timm backbone + FPN; see the module docstring."""
     if backbone not in FCOS_BACKBONES:
         raise SteelscanError(f"unknown FCOS backbone {backbone!r}; expected one of {', '.join(FCOS_BACKBONES)}")
-    sizes = (min_size,) if isinstance(min_size, int) else tuple(int(s) for s in min_size)
-    if not sizes or min(sizes) < 64 or max_size < max(sizes):
-        raise SteelscanError(f"detector sizes: expected 64 <= min_size <= max_size, got min_size {min_size}, "
-                             f"max_size {max_size}")
+    sizes = resize_sizes(min_size, max_size, MIN_INPUT)
     if fpn_channels % GROUPS:
         raise SteelscanError(f"detector.fpn_channels of an FCOS must be a multiple of {GROUPS}, got {fpn_channels}")
     if head_convs < 1:
@@ -72,7 +70,7 @@ def _register(backbone: str) -> None:
     mean, std = NORMALISE[backbone]
     weights = " (ImageNet weights offline)" if has_weights else ""
 
-    @register_model(PREFIX + backbone, task="detection", defaults=ModelDefaults(mean=mean, std=std, offline_weights=has_weights, min_input=64),
+    @register_model(PREFIX + backbone, task="detection", defaults=ModelDefaults(mean=mean, std=std, offline_weights=has_weights, min_input=MIN_INPUT),
                     description=f"FCOS (one-stage, anchor-free) + FPN on timm {timm_name}{weights}")
     def _build(**kwargs) -> nn.Module:
         return build_fcos(backbone, **kwargs)
